@@ -1,0 +1,62 @@
+# convoy — every command a developer or CI needs. `make demo` and `make test`
+# work on a fresh machine with only Python and access to the package registries.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
+export NO_COLOR := 1
+
+.PHONY: help env test lint typecheck pytest demo bench constraints clean
+
+help:
+	@echo "make demo   - create the environment and run the demo policy end to end"
+	@echo "make test   - lint, type-check and run the full test suite"
+	@echo "make bench  - run the benchmarks (results in benchmarks/RESULTS.md)"
+
+$(BIN)/.installed: pyproject.toml requirements.txt requirements-dev.txt constraints.txt
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || command -v uv >/dev/null 2>&1 || \
+		$(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) venv --quiet --allow-existing -p $(PYTHON) $(VENV)
+	$(UV) pip install --quiet -p $(BIN)/python -c constraints.txt \
+		-r requirements.txt -r requirements-dev.txt -e .
+	@touch $@
+
+env: $(BIN)/.installed
+
+lint: env
+	$(BIN)/ruff check include dags plugins tests benchmarks
+	$(BIN)/ruff format --check include dags plugins tests benchmarks
+	$(BIN)/hadolint --failure-threshold warning Dockerfile
+
+typecheck: env
+	$(BIN)/mypy include/convoy
+
+pytest: env
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: env
+	$(BIN)/python -m convoy.demo
+
+bench: env
+	$(BIN)/python benchmarks/run_all.py
+
+constraints: env
+	$(UV) pip freeze -p $(BIN)/python | grep -v '^-e ' | grep -v '^convoy' > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .airflow .demo .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -1,0 +1,34 @@
+"""Diagnostics and the one exception type of :mod:`convoy.policy`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One problem in a policy, located by file, line, column and field path."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        prefix = "warning: " if self.severity == "warning" else ""
+        field = f"{self.path}: " if self.path else ""
+        return f"{where}: {prefix}{field}{self.message}"
+
+
+class PolicyError(Exception):
+    """A policy file is not valid; carries every diagnostic found in it."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = sorted(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
