@@ -1,0 +1,177 @@
+"""The ``convoy`` command line: validate, plan, schema, render.
+
+Exit codes: 0 success, 1 invalid input or failed operation, 2 usage error.
+No traceback reaches the user unless ``CONVOY_DEBUG=1`` asks for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from convoy import __version__
+from convoy.policy import LoadedPolicy, PolicyError, discover_policies, load_policy
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (exit code 2)."""
+
+
+def _policy_files(targets: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for target in targets:
+        path = Path(target)
+        if path.is_dir():
+            found = discover_policies(path)
+            if not found:
+                raise UsageError(f"{target}: no policy files (*.yaml, *.yml) in this directory")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"{target}: no such file or directory")
+    return files
+
+
+def _load_one(target: str) -> LoadedPolicy:
+    files = _policy_files([target])
+    if len(files) != 1:
+        raise UsageError(f"{target}: expected one policy file, found {len(files)}")
+    return load_policy(files[0])
+
+
+def _print_warnings(loaded: LoadedPolicy, err: TextIO) -> None:
+    for warning in loaded.warnings:
+        print(warning, file=err)
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    status = EXIT_OK
+    for path in _policy_files(args.policies):
+        try:
+            loaded = load_policy(path)
+        except PolicyError as exc:
+            for diagnostic in exc.diagnostics:
+                print(diagnostic, file=err)
+            count = sum(1 for d in exc.diagnostics if d.severity == "error")
+            print(f"{path}: invalid ({count} error{'s' if count != 1 else ''})", file=err)
+            status = EXIT_INVALID
+            continue
+        _print_warnings(loaded, err)
+        policy = loaded.policy
+        print(
+            f"{path}: ok ({policy.metadata.name}: {len(policy.services)} services, "
+            f"{len(policy.datastores)} datastores)",
+            file=out,
+        )
+    return status
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from convoy.plan import build_plan, render_text
+
+    loaded = _load_one(args.policy)
+    _print_warnings(loaded, err)
+    services = [s for s in args.services.split(",") if s] if args.services else None
+    known = {s.name for s in loaded.policy.services}
+    unknown = sorted(set(services or ()) - known)
+    if unknown:
+        raise UsageError(f"--services: unknown service(s) {', '.join(unknown)}")
+    plan = build_plan(loaded, services=services)
+    print(plan.to_json() if args.json else render_text(plan), file=out)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from convoy.policy.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True), file=out)
+    return EXIT_OK
+
+
+def cmd_render_rbac(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from convoy.rollout.rbac import render_rbac_yaml
+
+    loaded = _load_one(args.policy)
+    _print_warnings(loaded, err)
+    print(render_rbac_yaml(loaded.policy), file=out, end="")
+    return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() owns every exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="convoy", description="Upgrade policies as Airflow DAGs.")
+    parser.add_argument("--version", action="version", version=f"convoy {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    sub.required = True
+
+    validate = sub.add_parser("validate", help="check policy files; report every error")
+    validate.add_argument("policies", nargs="+", metavar="POLICY", help="file or directory")
+    validate.set_defaults(func=cmd_validate)
+
+    plan = sub.add_parser("plan", help="print the ordered steps of a policy")
+    plan.add_argument("policy", metavar="POLICY")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--services", help="comma-separated subset (dependencies are included)")
+    plan.set_defaults(func=cmd_plan)
+
+    schema = sub.add_parser("schema", help="print the policy JSON Schema (for editors)")
+    schema.set_defaults(func=cmd_schema)
+
+    render = sub.add_parser("render", help="render Kubernetes manifests for a policy")
+    render_sub = render.add_subparsers(dest="what", parser_class=_Parser, metavar="WHAT")
+    render_sub.required = True
+    rbac = render_sub.add_parser("rbac", help="least-privilege RBAC for the rollout runner")
+    rbac.add_argument("policy", metavar="POLICY")
+    rbac.set_defaults(func=cmd_render_rbac)
+    return parser
+
+
+Command = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        func: Command = args.func
+        return func(args, out, err)
+    except UsageError as exc:
+        print(exc, file=err)
+        print("run 'convoy --help' for usage", file=err)
+        return EXIT_USAGE
+    except PolicyError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=err)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("CONVOY_DEBUG"):
+            traceback.print_exc(file=err)
+        print(f"convoy: internal error: {type(exc).__name__}: {exc}", file=err)
+        print("set CONVOY_DEBUG=1 to see the traceback and report it as a bug", file=err)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())
