@@ -1,14 +1,20 @@
 """Policy language: models, loading with positions, semantic checks. No Airflow import."""
 
-from convoy.policy.errors import Diagnostic, PolicyError
+from convoy.policy.errors import Diagnostic, PolicyError, format_diagnostics
 from convoy.policy.loader import LoadedPolicy, discover_policies, load_policy
+from convoy.policy.migrations import MigrationFile, scan_migrations
 from convoy.policy.models import Policy
+from convoy.policy.schema import json_schema
 
 __all__ = [
     "Diagnostic",
     "LoadedPolicy",
+    "MigrationFile",
     "Policy",
     "PolicyError",
     "discover_policies",
+    "format_diagnostics",
+    "json_schema",
     "load_policy",
+    "scan_migrations",
 ]

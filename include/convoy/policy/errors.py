@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,5 +31,10 @@ class PolicyError(Exception):
     """A policy file is not valid; carries every diagnostic found in it."""
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:
-        self.diagnostics = sorted(diagnostics)
+        self.diagnostics = sorted(set(diagnostics))
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+def format_diagnostics(diagnostics: Iterable[Diagnostic]) -> str:
+    """One line per diagnostic, in file/line/column order."""
+    return "\n".join(str(d) for d in sorted(set(diagnostics)))

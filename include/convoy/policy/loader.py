@@ -1,45 +1,145 @@
-"""Load a policy file: YAML -> models -> semantic checks, every error with its position.
+"""Load a policy file: bytes -> YAML with positions -> model + semantic checks.
 
-TEMPORARY STUB: replaced by the positional loader.
+Every problem in the file is collected before anything is raised, so one run of
+``convoy validate`` shows them all; nothing here lets a traceback escape.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
-import yaml
+from pydantic import ValidationError
 
+from convoy.policy.checks import check_policy
 from convoy.policy.errors import Diagnostic, PolicyError
+from convoy.policy.migrations import MigrationFile
 from convoy.policy.models import Policy
+from convoy.policy.source import Document, parse_yaml
+from convoy.policy.translate import translate
 
 
 @dataclass(frozen=True)
 class LoadedPolicy:
-    """A valid policy with where it came from."""
+    """A valid policy with where it came from and what was found beside it."""
 
     path: Path
     policy: Policy
     source_sha256: str
     warnings: tuple[Diagnostic, ...] = field(default=())
+    migrations: Mapping[str, tuple[MigrationFile, ...]] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
+        """Directory that relative paths in the policy (migrations...) resolve against."""
         return self.path.parent
 
 
-def load_policy(path: str | Path) -> LoadedPolicy:
+def load_policy(
+    path: str | Path, *, known_expectations: Collection[str] | None = None
+) -> LoadedPolicy:
+    """Load and fully check one policy file.
+
+    Raises :class:`PolicyError` carrying every error (and warning) found.
+    ``known_expectations`` optionally restricts expectation types to a known set.
+    """
     p = Path(path)
-    raw = p.read_bytes()
+    file = str(path)
+    raw = _read(p, file)
+    text = _decode(raw, file)
     try:
-        data = yaml.safe_load(raw)
-        policy = Policy.model_validate(data)
-    except Exception as exc:
-        raise PolicyError([Diagnostic(str(p), 1, 1, "", str(exc))]) from exc
-    return LoadedPolicy(p, policy, hashlib.sha256(raw).hexdigest())
+        return _load(p, file, raw, text, known_expectations)
+    except RecursionError:
+        # PyYAML and pydantic recurse per nesting level; absurd nesting must not crash.
+        raise PolicyError([Diagnostic(file, 1, 1, "", "document nests too deeply")]) from None
+
+
+def _load(
+    p: Path, file: str, raw: bytes, text: str, known_expectations: Collection[str] | None
+) -> LoadedPolicy:
+    doc, diagnostics = parse_yaml(text, file)
+    if doc is None:
+        raise PolicyError(diagnostics)
+    if not isinstance(doc.data, dict):
+        mark = doc.value_mark(())
+        raise PolicyError(
+            [
+                *diagnostics,
+                Diagnostic(
+                    file,
+                    mark.line,
+                    mark.column,
+                    "",
+                    f"a policy must be a mapping at the top level, got {_shape(doc)}",
+                ),
+            ]
+        )
+    policy = _validate(doc, file, diagnostics)
+    result = check_policy(doc, file, p.parent, known_expectations=known_expectations)
+    diagnostics.extend(result.diagnostics)
+    if policy is None or any(d.severity == "error" for d in diagnostics):
+        raise PolicyError(diagnostics)
+    return LoadedPolicy(
+        path=p,
+        policy=policy,
+        source_sha256=hashlib.sha256(raw).hexdigest(),
+        warnings=tuple(sorted(set(diagnostics))),
+        migrations=MappingProxyType(dict(result.migrations)),
+    )
 
 
 def discover_policies(directory: str | Path) -> list[Path]:
+    """Policy files of ``directory``, sorted; ``_``/``.`` prefixed files are drafts/hidden."""
     d = Path(directory)
-    return sorted([*d.glob("*.yaml"), *d.glob("*.yml")])
+    if not d.is_dir():
+        return []
+    return sorted(
+        p
+        for p in d.iterdir()
+        if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith(("_", "."))
+    )
+
+
+def _validate(doc: Document, file: str, diagnostics: list[Diagnostic]) -> Policy | None:
+    try:
+        # by_name=False: only the documented camelCase keys are accepted from YAML.
+        return Policy.model_validate(doc.data, by_name=False)
+    except ValidationError as exc:
+        diagnostics.extend(translate(exc.errors(include_url=False), doc, file))
+        return None
+
+
+def _read(p: Path, file: str) -> bytes:
+    try:
+        if p.is_dir():
+            raise PolicyError([Diagnostic(file, 1, 1, "", "is a directory, not a policy file")])
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError([Diagnostic(file, 1, 1, "", "file not found")]) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise PolicyError([Diagnostic(file, 1, 1, "", f"cannot read file: {reason}")]) from None
+
+
+def _decode(raw: bytes, file: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise PolicyError(
+            [Diagnostic(file, line, column, "", f"file is not valid UTF-8 (byte 0x{bad})")]
+        ) from None
+
+
+def _shape(doc: Document) -> str:
+    if isinstance(doc.data, list):
+        return "a list"
+    if isinstance(doc.data, str):
+        return "a string"
+    return "a scalar value" if doc.data is not None else "null"

@@ -52,17 +52,19 @@ class Resources(_Model):
 
 
 class KubernetesSettings(_Model):
-    namespace: str
+    namespace: str = Field(description="Namespace of every listed workload (DNS-1123 label).")
     conn_id: str = "kubernetes_default"
     in_cluster: bool = False
     service_account: str = "convoy-rollout"
-    runner_image: str
+    runner_image: str = Field(description="Image of the rollout pods; pinned tag or digest.")
     resources: Resources = Resources()
 
 
 class RolloutSettings(_Model):
-    max_parallel: int = Field(4, ge=1, le=64)
-    progress_deadline_seconds: int = Field(600, ge=10, le=86_400)
+    max_parallel: int = Field(4, ge=1, le=64, description="Services updated at once in a wave.")
+    progress_deadline_seconds: int = Field(
+        600, ge=10, le=86_400, description="Time a service may take to become ready."
+    )
 
 
 class Workload(_Model):
@@ -73,25 +75,37 @@ class Workload(_Model):
 class Service(_Model):
     name: str
     workload: Workload
-    containers: dict[str, str] = Field(min_length=1)
-    depends_on: tuple[str, ...] = ()
+    containers: dict[str, str] = Field(
+        min_length=1, description="Container name -> new image (tag or digest)."
+    )
+    depends_on: tuple[str, ...] = Field((), description="Services to roll out first.")
 
 
 class SqlTransform(_Model):
     name: str
     table: str
     key: str
-    batch_size: int = Field(1000, ge=1, le=1_000_000)
-    where: str | None = None
-    set_: dict[str, str] = Field(alias="set", min_length=1)
+    batch_size: int = Field(1000, ge=1, le=1_000_000, description="Rows per transaction.")
+    where: str | None = Field(
+        None,
+        description="SQL condition; may use {{ data_interval_start }} / {{ data_interval_end }}.",
+    )
+    set_: dict[str, str] = Field(
+        alias="set", min_length=1, description="Column -> SQL expression of its new value."
+    )
 
 
 class MongoTransform(_Model):
     name: str
     collection: str
-    filter: dict[str, Any] = Field(default_factory=dict)
-    update: dict[str, Any] | list[dict[str, Any]]
-    batch_size: int = Field(1000, ge=1, le=1_000_000)
+    filter: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Query; strings may use {{ data_interval_start }} / {{ data_interval_end }}.",
+    )
+    update: dict[str, Any] | list[dict[str, Any]] = Field(
+        description="Update operators ($set, ...) or a pipeline of update stages."
+    )
+    batch_size: int = Field(1000, ge=1, le=1_000_000, description="Documents per batch.")
 
 
 Expectation = dict[str, dict[str, Any]]
@@ -141,7 +155,9 @@ Datastore = Annotated[PostgresDatastore | MongoDatastore, Field(discriminator="t
 
 
 class RollbackSettings(_Model):
-    automatic: bool = True
+    automatic: bool = Field(
+        True, description="On failure revert data (undo or backup), then images, newest first."
+    )
 
 
 class AlertSettings(_Model):
@@ -155,7 +171,9 @@ class Policy(_Model):
     api_version: Literal["convoy/v1"]
     kind: Literal["UpgradePolicy"]
     metadata: Metadata
-    schedule: str | None = None
+    schedule: str | None = Field(
+        None, description="5-field cron, Airflow preset (@daily...) or null for manual runs."
+    )
     start_date: dt.date = dt.date(2026, 1, 1)
     execution: ExecutionMode = Field(
         "kubernetes",

@@ -1,0 +1,176 @@
+"""Whole-policy semantic checks: names, images, schedule, the service graph.
+
+Run on the raw YAML data (not the model) so that a policy with schema errors
+still gets every other problem reported in the same pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+
+from convoy.policy import names
+from convoy.policy.datastore_checks import check_datastores
+from convoy.policy.errors import Diagnostic
+from convoy.policy.graph import find_cycles
+from convoy.policy.migrations import MigrationFile
+from convoy.policy.rawdata import mapping, mappings, strings
+from convoy.policy.reporter import Reporter
+from convoy.policy.source import Document, FieldPath
+
+AIRFLOW_PRESETS = (
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+    "@annually",
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    diagnostics: list[Diagnostic]
+    migrations: Mapping[str, tuple[MigrationFile, ...]] = field(default_factory=dict)
+
+
+def check_policy(
+    doc: Document,
+    file: str,
+    base_dir: Path,
+    *,
+    known_expectations: Collection[str] | None = None,
+) -> CheckResult:
+    """Every semantic problem of the policy in ``doc``; paths resolve against ``base_dir``."""
+    reporter = Reporter(file, doc)
+    data = mapping(doc.data)
+    _check_metadata(reporter, data)
+    _check_schedule(reporter, data.get("schedule"))
+    _check_kubernetes(reporter, mapping(data.get("kubernetes")))
+    services = _check_services(reporter, data.get("services"))
+    migrations = check_datastores(
+        reporter, data, set(services), base_dir, known_expectations=known_expectations
+    )
+    return CheckResult(reporter.diagnostics, migrations)
+
+
+def _name(
+    reporter: Reporter, path: FieldPath, value: Any, what: str, *, subdomain: bool = False
+) -> None:
+    if isinstance(value, str):
+        check = names.dns_subdomain if subdomain else names.dns_label
+        message = check(value, what)
+        if message:
+            reporter.error(path, message)
+
+
+def _check_metadata(reporter: Reporter, data: dict[str, Any]) -> None:
+    name = mapping(data.get("metadata")).get("name")
+    # A DNS-1123 label is also a valid Airflow dag_id, so one rule covers both.
+    _name(reporter, ("metadata", "name"), name, "policy name")
+
+
+def _check_schedule(reporter: Reporter, schedule: Any) -> None:
+    if not isinstance(schedule, str):
+        return
+    path = ("schedule",)
+    if schedule.startswith("@"):
+        if schedule not in AIRFLOW_PRESETS:
+            reporter.error(
+                path,
+                f"unknown schedule preset '{schedule}'{names.suggest(schedule, AIRFLOW_PRESETS)}; "
+                f"use a 5-field cron expression, one of {', '.join(AIRFLOW_PRESETS)}, or null",
+            )
+        return
+    if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+        reporter.error(
+            path,
+            f"'{schedule}' is not a valid 5-field cron expression (minute hour day-of-month "
+            "month day-of-week); use cron, an Airflow preset such as @daily, or null",
+        )
+
+
+def _check_kubernetes(reporter: Reporter, k8s: dict[str, Any]) -> None:
+    base = ("kubernetes",)
+    _name(reporter, (*base, "namespace"), k8s.get("namespace"), "namespace")
+    # Kubernetes validates service account names as subdomains, not labels.
+    _name(
+        reporter,
+        (*base, "serviceAccount"),
+        k8s.get("serviceAccount"),
+        "service account",
+        subdomain=True,
+    )
+    _image(reporter, (*base, "runnerImage"), k8s.get("runnerImage"))
+    for key, value in mapping(k8s.get("resources")).items():
+        if isinstance(value, str):
+            message = names.quantity(value, str(key))
+            if message:
+                reporter.error((*base, "resources", key), message)
+
+
+def _image(reporter: Reporter, path: FieldPath, value: Any) -> None:
+    if not isinstance(value, str):
+        return
+    problem = names.image_reference(value)
+    if problem is None:
+        return
+    if problem.severity == "warning":
+        reporter.warning(path, problem.message)
+    else:
+        reporter.error(path, problem.message)
+
+
+def _check_services(reporter: Reporter, services: Any) -> dict[str, FieldPath]:
+    """Check each service and the dependsOn graph; returns service name -> path."""
+    known: dict[str, FieldPath] = {}
+    workloads: dict[tuple[str, str], str] = {}
+    for path, svc in mappings(("services",), services):
+        name = svc.get("name")
+        _name(reporter, (*path, "name"), name, "service name")
+        if isinstance(name, str):
+            if name in known:
+                first = reporter.doc.value_mark(known[name]).line
+                reporter.error(
+                    (*path, "name"), f"duplicate service name '{name}' (first at line {first})"
+                )
+            else:
+                known[name] = path
+        workload = mapping(svc.get("workload"))
+        kind, wl_name = workload.get("kind"), workload.get("name")
+        _name(reporter, (*path, "workload", "name"), wl_name, "workload name", subdomain=True)
+        if isinstance(kind, str) and isinstance(wl_name, str):
+            owner = workloads.setdefault((kind, wl_name), str(name))
+            if owner != str(name):
+                reporter.error(
+                    (*path, "workload"),
+                    f"{kind} '{wl_name}' is already rolled out by service '{owner}'; "
+                    "each workload belongs to one service",
+                )
+        for container, image in mapping(svc.get("containers")).items():
+            _name(reporter, (*path, "containers", container), container, "container name")
+            _image(reporter, (*path, "containers", container), image)
+    _check_dependencies(reporter, services, known)
+    return known
+
+
+def _check_dependencies(reporter: Reporter, services: Any, known: dict[str, FieldPath]) -> None:
+    graph: dict[str, list[tuple[str, FieldPath]]] = {}
+    for path, svc in mappings(("services",), services):
+        name = svc.get("name")
+        for dep_path, dep in strings((*path, "dependsOn"), svc.get("dependsOn")):
+            if dep == name:
+                reporter.error(dep_path, f"service '{dep}' depends on itself")
+            elif dep not in known:
+                reporter.error(dep_path, f"unknown service '{dep}'{names.suggest(dep, known)}")
+            elif isinstance(name, str) and known.get(name) == path:
+                graph.setdefault(name, []).append((dep, dep_path))
+    for cycle, edge_path in find_cycles(graph, list(known)):
+        reporter.error(edge_path, f"dependency cycle: {' -> '.join(cycle)}")

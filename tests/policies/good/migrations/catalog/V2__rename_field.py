@@ -1,0 +1,2 @@
+def up(db):
+    db.users.update_many({}, {"$rename": {"name": "fullName"}})
