@@ -1,0 +1,26 @@
+"""A small fake Kubernetes API server over real HTTP, for tests and demos.
+
+``EmulatedCluster`` serves apps/v1 Deployments, StatefulSets and DaemonSets
+(GET, LIST, WATCH, PATCH incl. strategic merge, ``dryRun=All`` and
+``resourceVersion`` conflicts), their pods, ReplicaSets and ControllerRevisions,
+and runs a simulated controller that rolls pods toward the new template one
+step per tick. Image tag suffixes pick the behaviour of new pods:
+
+==================  ==========================================================
+``-crashloop``      containers in ``CrashLoopBackOff``, restartCount rising
+``-imagepull``      ``ErrImagePull`` / ``ImagePullBackOff``
+``-never-ready``    running, never ready
+``-unschedulable``  pod ``Pending``, ``PodScheduled=False`` ``Unschedulable``
+``-slow``           becomes ready, but the workload moves 10x slower
+anything else       becomes ready on the next tick
+==================  ==========================================================
+
+Faults and authorization: :meth:`EmulatedCluster.inject_conflicts`,
+:meth:`EmulatedCluster.inject_errors`, :meth:`EmulatedCluster.forbid`. Every
+request is logged in :attr:`EmulatedCluster.requests`.
+"""
+
+from convoy.emulator.cluster import EmulatedCluster, RequestRecord, previous_image
+from convoy.emulator.store import behaviour
+
+__all__ = ["EmulatedCluster", "RequestRecord", "behaviour", "previous_image"]

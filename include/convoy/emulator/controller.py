@@ -1,0 +1,431 @@
+"""The simulated controllers: move pods of a workload toward its template.
+
+Each tick, every workload makes at most one step: a new pod is created for the
+current revision (replacing an old one), or a new pod becomes ready. A pod whose
+image tag ends in a failure suffix (see :func:`convoy.emulator.store.behaviour`)
+never becomes ready, so the rollout stalls there, like on a real cluster.
+Workloads whose images end in ``-slow`` only act every tenth tick.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import time
+from typing import Any
+
+from convoy.emulator.store import (
+    KIND_OF,
+    SimState,
+    Store,
+    behaviour,
+    new_meta,
+    now_iso,
+    template_hash,
+    template_images,
+)
+
+SLOW_FACTOR = 10
+
+
+def revision_label(kind: str) -> str:
+    return "pod-template-hash" if kind == "Deployment" else "controller-revision-hash"
+
+
+def revision_name(kind: str, name: str, rev: str) -> str:
+    return f"{name}-{rev}"
+
+
+def workload_pods(store: Store, resource: str, ns: str, name: str) -> list[dict[str, Any]]:
+    return [
+        obj
+        for (res, pns, _), obj in sorted(store.objects.items())
+        if res == "pods"
+        and pns == ns
+        and obj["metadata"].get("annotations", {}).get("convoy.emulator/owner")
+        == f"{resource}/{name}"
+    ]
+
+
+def pod_revision(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"]["annotations"]["convoy.emulator/revision"])
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+    )
+
+
+def make_pod(
+    store: Store, resource: str, workload: dict[str, Any], sim: SimState, ordinal: int | None
+) -> dict[str, Any]:
+    kind = KIND_OF[resource]
+    meta = workload["metadata"]
+    name = meta["name"]
+    template = workload["spec"]["template"]
+    if ordinal is not None:
+        pod_name = f"{name}-{ordinal}"
+    elif kind == "Deployment":
+        pod_name = f"{name}-{sim.revision}-{secrets.token_hex(3)[:5]}"
+    else:
+        pod_name = f"{name}-{secrets.token_hex(3)[:5]}"
+    rev_value = sim.revision if kind == "Deployment" else revision_name(kind, name, sim.revision)
+    labels = dict(template.get("metadata", {}).get("labels", {}))
+    labels[revision_label(kind)] = rev_value
+    if ordinal is not None:
+        labels["statefulset.kubernetes.io/pod-name"] = pod_name
+    pod_meta = new_meta(meta["namespace"], pod_name, labels)
+    pod_meta["annotations"] = {
+        "convoy.emulator/owner": f"{resource}/{name}",
+        "convoy.emulator/revision": sim.revision,
+    }
+    containers = copy.deepcopy(template.get("spec", {}).get("containers", []))
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": pod_meta,
+        "spec": {"containers": containers, "nodeName": "emulated-node"},
+        "status": {},
+    }
+    set_pod_status(pod, ready=False, restarts=0)
+    return pod
+
+
+def _container_status(image: str, name: str, ready: bool, restarts: int) -> dict[str, Any]:
+    b = behaviour(image)
+    state: dict[str, Any]
+    if b == "crashloop" and restarts > 0:
+        state = {
+            "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off 10s restarting failed container={name}",
+            }
+        }
+    elif b == "imagepull":
+        reason = "ErrImagePull" if restarts % 2 == 0 else "ImagePullBackOff"
+        state = {
+            "waiting": {
+                "reason": reason,
+                "message": f'Back-off pulling image "{image}": not found'
+                if reason == "ImagePullBackOff"
+                else f'failed to pull and unpack image "{image}": not found',
+            }
+        }
+    elif (
+        b == "unschedulable" or (b == "crashloop" and restarts == 0) or (not ready and b == "ready")
+    ):
+        state = {"waiting": {"reason": "ContainerCreating"}}
+    else:
+        state = {"running": {"startedAt": now_iso()}}
+    return {
+        "name": name,
+        "image": image,
+        "imageID": "",
+        "ready": ready,
+        "started": "running" in state,
+        "restartCount": restarts if b == "crashloop" else 0,
+        "state": state,
+    }
+
+
+def set_pod_status(pod: dict[str, Any], *, ready: bool, restarts: int) -> None:
+    containers = pod["spec"]["containers"]
+    unschedulable = any(behaviour(c.get("image", "")) == "unschedulable" for c in containers)
+    statuses = []
+    all_ready = True
+    for c in containers:
+        c_ready = ready and behaviour(c.get("image", "")) in ("ready", "slow")
+        all_ready = all_ready and c_ready
+        statuses.append(_container_status(c.get("image", ""), c["name"], c_ready, restarts))
+    if unschedulable:
+        pod["status"] = {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                }
+            ],
+        }
+        return
+    status = "True" if all_ready else "False"
+    pod["status"] = {
+        "phase": "Running",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": status},
+            {"type": "Ready", "status": status},
+        ],
+        "containerStatuses": statuses,
+    }
+
+
+def ensure_revision(store: Store, resource: str, workload: dict[str, Any], sim: SimState) -> None:
+    """Create the ReplicaSet / ControllerRevision object of the current revision."""
+    kind = KIND_OF[resource]
+    meta = workload["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    rname = revision_name(kind, name, sim.revision)
+    child = "replicasets" if kind == "Deployment" else "controllerrevisions"
+    if (child, ns, rname) in store.objects:
+        return
+    labels = dict(workload["spec"]["template"].get("metadata", {}).get("labels", {}))
+    labels[revision_label(kind)] = sim.revision if kind == "Deployment" else rname
+    obj_meta = new_meta(ns, rname, labels)
+    obj_meta["annotations"] = {
+        "deployment.kubernetes.io/revision"
+        if kind == "Deployment"
+        else "convoy.emulator/revision": str(sim.revision_number)
+    }
+    obj_meta["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "name": name,
+            "uid": meta["uid"],
+            "controller": True,
+        }
+    ]
+    if kind == "Deployment":
+        obj: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": obj_meta,
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": labels},
+                "template": copy.deepcopy(workload["spec"]["template"]),
+            },
+            "status": {"replicas": 0},
+        }
+    else:
+        obj = {
+            "apiVersion": "apps/v1",
+            "kind": "ControllerRevision",
+            "metadata": obj_meta,
+            "revision": sim.revision_number,
+            "data": {"spec": {"template": copy.deepcopy(workload["spec"]["template"])}},
+        }
+    store.put(child, obj, "ADDED")
+
+
+def tick_workload(store: Store, key: tuple[str, str, str], now: float) -> None:
+    """One controller step for the workload at ``key`` (store lock held)."""
+    resource, ns, name = key
+    workload = store.objects.get(key)
+    sim = store.sim.get(key)
+    if workload is None or sim is None:
+        return
+    kind = KIND_OF[resource]
+    spec = workload["spec"]
+    images = template_images(spec["template"])
+    sim.ticks += 1
+    slow = any(behaviour(i) == "slow" for i in images.values())
+    status = copy.deepcopy(workload.get("status", {}))
+    generation = workload["metadata"].get("generation", 1)
+    if status.get("observedGeneration") != generation:
+        status["observedGeneration"] = generation
+        rev = template_hash(spec["template"])
+        if rev != sim.revision:
+            sim.revision = rev
+            sim.revision_number += 1
+            sim.last_progress = now
+        ensure_revision(store, resource, workload, sim)
+    if kind != "DaemonSet":
+        sim.desired = int(spec.get("replicas", 1))
+    if not slow or sim.ticks % SLOW_FACTOR == 0:
+        _step(store, resource, workload, sim, now)
+    pods = workload_pods(store, resource, ns, name)
+    _bump_restarts(store, pods)
+    status = _status(kind, workload, sim, pods, status, now)
+    if status != workload.get("status"):
+        updated = copy.deepcopy(workload)
+        updated["status"] = status
+        store.put(resource, updated, "MODIFIED")
+    if kind == "Deployment":
+        _sync_replicasets(store, ns, name, pods)
+
+
+def _step(store: Store, resource: str, workload: dict[str, Any], sim: SimState, now: float) -> None:
+    meta = workload["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    pods = workload_pods(store, resource, ns, name)
+    new = [p for p in pods if pod_revision(p) == sim.revision]
+    old = [p for p in pods if pod_revision(p) != sim.revision]
+    pending = [p for p in new if not pod_ready(p)]
+    for pod in pending:
+        if all(
+            behaviour(c.get("image", "")) in ("ready", "slow") for c in pod["spec"]["containers"]
+        ):
+            updated = copy.deepcopy(pod)
+            set_pod_status(updated, ready=True, restarts=0)
+            store.put("pods", updated, "MODIFIED")
+            sim.last_progress = now
+            return
+    if pending:
+        return  # a new pod is stuck: a rolling update does not go on
+    stateful = KIND_OF[resource] == "StatefulSet"
+    if old:
+        # StatefulSets replace the highest ordinal first; others the oldest pod.
+        victim = max(old, key=lambda p: _ordinal(p)) if stateful else old[0]
+        store.delete("pods", ns, victim["metadata"]["name"])
+        ordinal = _ordinal(victim) if stateful else None
+        store.put("pods", make_pod(store, resource, workload, sim, ordinal), "ADDED")
+        sim.last_progress = now
+    elif len(pods) < sim.desired:
+        used = {_ordinal(p) for p in pods}
+        ordinal = min(i for i in range(sim.desired + 1) if i not in used) if stateful else None
+        store.put("pods", make_pod(store, resource, workload, sim, ordinal), "ADDED")
+        sim.last_progress = now
+    elif len(pods) > sim.desired:
+        victim = max(pods, key=lambda p: _ordinal(p)) if stateful else pods[-1]
+        store.delete("pods", ns, victim["metadata"]["name"])
+        sim.last_progress = now
+
+
+def _ordinal(pod: dict[str, Any]) -> int:
+    tail = str(pod["metadata"]["name"]).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _bump_restarts(store: Store, pods: list[dict[str, Any]]) -> None:
+    for pod in pods:
+        images = [c.get("image", "") for c in pod["spec"]["containers"]]
+        if any(behaviour(i) in ("crashloop", "imagepull") for i in images):
+            statuses = pod["status"].get("containerStatuses", [])
+            restarts = max((s.get("restartCount", 0) for s in statuses), default=0)
+            if any(behaviour(i) == "imagepull" for i in images):
+                restarts = int(pod["metadata"]["annotations"].get("convoy.emulator/pulls", "0"))
+            updated = copy.deepcopy(pod)
+            updated["metadata"]["annotations"]["convoy.emulator/pulls"] = str(restarts + 1)
+            set_pod_status(updated, ready=False, restarts=restarts + 1)
+            store.put("pods", updated, "MODIFIED")
+
+
+def _status(
+    kind: str,
+    workload: dict[str, Any],
+    sim: SimState,
+    pods: list[dict[str, Any]],
+    status: dict[str, Any],
+    now: float,
+) -> dict[str, Any]:
+    name = workload["metadata"]["name"]
+    desired = sim.desired
+    updated = [p for p in pods if pod_revision(p) == sim.revision]
+    ready = [p for p in pods if pod_ready(p)]
+    updated_ready = [p for p in updated if pod_ready(p)]
+    complete = len(updated) == desired and len(updated_ready) == desired and len(pods) == desired
+    if kind == "Deployment":
+        status.update(
+            replicas=len(pods),
+            updatedReplicas=len(updated),
+            readyReplicas=len(ready),
+            availableReplicas=len(ready),
+            unavailableReplicas=max(desired - len(ready), 0),
+        )
+        deadline = float(workload["spec"].get("progressDeadlineSeconds", 600))
+        rs = f"{name}-{sim.revision}"
+        if complete:
+            reason, cstatus, message = (
+                "NewReplicaSetAvailable",
+                "True",
+                f'ReplicaSet "{rs}" has successfully progressed.',
+            )
+        elif now - sim.last_progress > deadline:
+            reason, cstatus, message = (
+                "ProgressDeadlineExceeded",
+                "False",
+                f'ReplicaSet "{rs}" has timed out progressing.',
+            )
+        else:
+            reason, cstatus, message = (
+                "ReplicaSetUpdated",
+                "True",
+                f'ReplicaSet "{rs}" is progressing.',
+            )
+        available = len(ready) >= desired
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        _condition(
+            conditions,
+            "Available",
+            "True" if available else "False",
+            "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+            "Deployment has minimum availability."
+            if available
+            else "Deployment does not have minimum availability.",
+        )
+        _condition(conditions, "Progressing", cstatus, reason, message)
+        status["conditions"] = [conditions["Available"], conditions["Progressing"]]
+    elif kind == "StatefulSet":
+        update_revision = f"{name}-{sim.revision}"
+        current_revision = status.get("currentRevision", update_revision)
+        if complete:
+            current_revision = update_revision
+        current = [p for p in pods if f"{name}-{pod_revision(p)}" == current_revision]
+        status.update(
+            replicas=len(pods),
+            readyReplicas=len(ready),
+            availableReplicas=len(ready),
+            currentReplicas=len(current),
+            updatedReplicas=len(updated),
+            currentRevision=current_revision,
+            updateRevision=update_revision,
+            collisionCount=0,
+        )
+    else:
+        status.update(
+            desiredNumberScheduled=desired,
+            currentNumberScheduled=len(pods),
+            numberMisscheduled=0,
+            numberReady=len(ready),
+            numberAvailable=len(ready),
+            numberUnavailable=max(desired - len(ready), 0),
+            updatedNumberScheduled=len(updated),
+        )
+    return status
+
+
+def _condition(
+    conditions: dict[str, dict[str, Any]], ctype: str, status: str, reason: str, message: str
+) -> None:
+    cur = conditions.get(ctype)
+    if cur and cur["status"] == status and cur["reason"] == reason:
+        return
+    stamp = now_iso()
+    conditions[ctype] = {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastUpdateTime": stamp,
+        "lastTransitionTime": stamp
+        if not cur or cur["status"] != status
+        else cur["lastTransitionTime"],
+    }
+
+
+def _sync_replicasets(store: Store, ns: str, name: str, pods: list[dict[str, Any]]) -> None:
+    for (res, rns, rname), rs in list(store.objects.items()):
+        if res != "replicasets" or rns != ns or not rname.startswith(name + "-"):
+            continue
+        rev = rs["metadata"]["labels"].get("pod-template-hash")
+        mine = [p for p in pods if pod_revision(p) == rev]
+        want = {
+            "replicas": len(mine),
+            "readyReplicas": sum(pod_ready(p) for p in mine),
+            "availableReplicas": sum(pod_ready(p) for p in mine),
+        }
+        if rs.get("status") != want:
+            updated = copy.deepcopy(rs)
+            updated["status"] = want
+            updated["spec"]["replicas"] = len(mine)
+            store.put("replicasets", updated, "MODIFIED")
+
+
+def clock() -> float:
+    return time.monotonic()

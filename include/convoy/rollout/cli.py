@@ -1,0 +1,166 @@
+"""``python -m convoy.rollout apply|revert|status`` — what the rollout pod runs.
+
+The result JSON is the last line on stdout, and is also written to
+``/airflow/xcom/return.json`` when ``/airflow/xcom`` exists (``CONVOY_XCOM_PATH``
+overrides the file). Logs go to stderr. Exit codes: 0 success, 1 rollout
+failure (the error JSON is printed, no traceback), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from convoy.rollout.errors import RolloutError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_XCOM = Path("/airflow/xcom/return.json")
+KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+log = logging.getLogger("convoy.rollout")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit 2 with a JSON line, like every other outcome
+        self.print_usage(sys.stderr)
+        _emit({"error": "UsageError", "message": message}, xcom=False)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m convoy.rollout", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action in ("apply", "revert", "status"):
+        p = sub.add_parser(action)
+        p.add_argument("--namespace", required=True)
+        p.add_argument("--kind", required=True, choices=KINDS)
+        p.add_argument("--name", required=True)
+        p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster if available)")
+        p.add_argument("--context", help="kubeconfig context")
+        p.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+        p.add_argument("-v", "--verbose", action="store_true")
+        if action == "status":
+            continue
+        p.add_argument(
+            "--container",
+            action="append",
+            default=[],
+            metavar="NAME=IMAGE",
+            help="container and image to set (repeatable)",
+        )
+        p.add_argument("--deadline-seconds", type=float, default=600.0)
+        p.add_argument("--stall-seconds", type=float, default=30.0)
+        p.add_argument("--dry-run", action="store_true")
+        p.add_argument("--run-id")
+        if action == "revert":
+            p.add_argument(
+                "--previous-json",
+                help='images to restore as JSON {"container": "image"} (default: the '
+                "workload's convoy.dev/previous-images annotation)",
+            )
+    return parser
+
+
+def _containers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in getattr(args, "container", []):
+        name, sep, image = item.partition("=")
+        if not sep or not name or not image:
+            parser.error(f"--container must be NAME=IMAGE, got {item!r}")
+        out[name] = image
+    previous = getattr(args, "previous_json", None)
+    if previous:
+        try:
+            data = json.loads(previous)
+        except ValueError as exc:
+            parser.error(f"--previous-json is not JSON: {exc}")
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            parser.error('--previous-json must be an object {"container": "image"}')
+        out = {**data, **out}
+    if args.action == "apply" and not out:
+        parser.error("apply needs at least one --container NAME=IMAGE")
+    return out
+
+
+def _api_client(args: argparse.Namespace) -> Any:
+    from kubernetes import client, config
+
+    in_cluster = args.in_cluster or (
+        not args.kubeconfig and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    )
+    if in_cluster:
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(cfg)
+    return config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
+
+
+def _xcom_path() -> Path | None:
+    override = os.environ.get("CONVOY_XCOM_PATH")
+    if override:
+        return Path(override)
+    return DEFAULT_XCOM if DEFAULT_XCOM.parent.is_dir() else None
+
+
+def _emit(payload: dict[str, Any], *, xcom: bool = True) -> None:
+    text = json.dumps(payload, sort_keys=True)
+    path = _xcom_path() if xcom else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    containers = _containers(args, parser)
+    from convoy.rollout.runner import RolloutRunner, Target  # imports the Kubernetes client
+
+    try:
+        runner = RolloutRunner(
+            _api_client(args),
+            log=log,
+            stall_seconds=getattr(args, "stall_seconds", 30.0),
+        )
+        target = Target(args.namespace, args.kind, args.name, containers)
+        if args.action == "status":
+            result = runner.status(target)
+        elif args.action == "apply":
+            result = runner.apply(
+                target,
+                deadline_seconds=args.deadline_seconds,
+                dry_run=args.dry_run,
+                run_id=args.run_id,
+            )
+        else:
+            result = runner.revert(
+                target,
+                deadline_seconds=args.deadline_seconds,
+                dry_run=args.dry_run,
+                run_id=args.run_id,
+            )
+    except RolloutError as exc:
+        log.error("%s failed: %s", args.action, exc.message)
+        _emit({"action": args.action, "ok": False, **exc.to_dict()})
+        return EXIT_FAILED
+    except Exception as exc:  # configuration problems (kubeconfig, context...)
+        log.error("%s failed: %s: %s", args.action, type(exc).__name__, exc)
+        _emit({"action": args.action, "ok": False, "error": type(exc).__name__,
+               "message": str(exc)})  # fmt: skip
+        return EXIT_FAILED
+    _emit({"ok": True, **result.to_dict()})
+    return EXIT_OK

@@ -1,0 +1,158 @@
+"""``python -m convoy.rollout`` end to end as a subprocess against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from convoy.rollout.cli import main
+
+pytestmark = pytest.mark.integration
+
+NS = "shop"
+
+
+def run_cli(
+    kubeconfig: Path, xcom: Path, *args: str
+) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["CONVOY_XCOM_PATH"] = str(xcom)
+    proc = subprocess.run(
+        [sys.executable, "-m", "convoy.rollout", *args, "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    payload = json.loads(lines[-1]) if lines else {}
+    return proc.returncode, payload, proc
+
+
+@pytest.fixture
+def kubeconfig(emulated_cluster: Any, tmp_path: Path) -> Path:
+    emulated_cluster.add_workload("Deployment", NS, "cart", {"server": "cart:2.3.0"})
+    return Path(emulated_cluster.write_kubeconfig(tmp_path / "kubeconfig"))
+
+
+def test_apply_then_revert(emulated_cluster: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    xcom = tmp_path / "xcom" / "return.json"
+    target = ["--namespace", NS, "--kind", "Deployment", "--name", "cart"]
+    code, out, proc = run_cli(
+        kubeconfig, xcom, "apply", *target, "--container", "server=cart:2.4.0",
+        "--deadline-seconds", "30", "--run-id", "manual__1",
+    )  # fmt: skip
+    assert code == 0, proc.stderr
+    assert out["ok"] is True
+    assert out["status"] == "complete"
+    assert out["previousImages"] == {"server": "cart:2.3.0"}
+    assert out["runId"] == "manual__1"
+    assert json.loads(xcom.read_text()) == out
+    assert "cart: 3/3 updated, 3/3 ready (100%)" in proc.stderr  # logs on stderr
+    assert emulated_cluster.images("Deployment", NS, "cart") == {"server": "cart:2.4.0"}
+
+    code, out, proc = run_cli(
+        kubeconfig, xcom, "revert", *target,
+        "--previous-json", json.dumps(out["previousImages"]), "--deadline-seconds", "30",
+    )  # fmt: skip
+    assert code == 0, proc.stderr
+    assert out["action"] == "revert"
+    assert emulated_cluster.images("Deployment", NS, "cart") == {"server": "cart:2.3.0"}
+
+
+def test_failure_prints_error_json_without_traceback(kubeconfig: Path, tmp_path: Path) -> None:
+    xcom = tmp_path / "return.json"
+    code, out, proc = run_cli(
+        kubeconfig, xcom, "apply", "--namespace", NS, "--kind", "Deployment", "--name", "cart",
+        "--container", "server=cart:2.4.0-imagepull", "--deadline-seconds", "20",
+        "--stall-seconds", "1",
+    )  # fmt: skip
+    assert code == 1
+    assert out["ok"] is False
+    assert out["error"] == "ImagePullFailed"
+    assert out["container"] == "server"
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert json.loads(xcom.read_text())["error"] == "ImagePullFailed"
+
+
+def run_main(
+    kubeconfig: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    xcom: Path,
+    *args: str,
+) -> tuple[int, dict[str, Any]]:
+    """The same CLI in-process (the Kubernetes client is already imported: faster)."""
+    monkeypatch.setenv("CONVOY_XCOM_PATH", str(xcom))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    code = main([*args, "--kubeconfig", str(kubeconfig)])
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_not_found_exit_code(
+    kubeconfig: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code, out = run_main(
+        kubeconfig, capsys, monkeypatch, tmp_path / "r.json", "apply", "--namespace", NS,
+        "--kind", "StatefulSet", "--name", "cart", "--container", "server=x:1",
+    )  # fmt: skip
+    assert code == 1
+    assert out["error"] == "WorkloadNotFound"
+    assert json.loads((tmp_path / "r.json").read_text()) == out
+
+
+def test_dry_run_and_status(
+    emulated_cluster: Any,
+    kubeconfig: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = ["--namespace", NS, "--kind", "Deployment", "--name", "cart"]
+    code, out = run_main(
+        kubeconfig, capsys, monkeypatch, tmp_path / "r.json", "apply", *target,
+        "--container", "server=cart:9", "--dry-run",
+    )  # fmt: skip
+    assert code == 0
+    assert (out["status"], out["dryRun"], out["images"]) == ("dry-run", True, {"server": "cart:9"})
+    assert emulated_cluster.images("Deployment", NS, "cart") == {"server": "cart:2.3.0"}
+    code, out = run_main(kubeconfig, capsys, monkeypatch, tmp_path / "s.json", "status", *target)
+    assert code == 0
+    assert (out["status"], out["images"]) == ("complete", {"server": "cart:2.3.0"})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["apply", "--namespace", NS, "--kind", "Deployment", "--name", "cart"],  # no --container
+        ["apply", "--namespace", NS, "--kind", "Pod", "--name", "cart", "--container", "a=b"],
+        ["apply", "--namespace", NS, "--kind", "Deployment", "--name", "c", "--container", "ab"],
+        [
+            "revert",
+            "--namespace",
+            NS,
+            "--kind",
+            "Deployment",
+            "--name",
+            "c",
+            "--previous-json",
+            "[",
+        ],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(kubeconfig: Path, tmp_path: Path, args: list[str]) -> None:
+    code, out, proc = run_cli(kubeconfig, tmp_path / "r.json", *args)
+    assert code == 2
+    assert out["error"] == "UsageError"
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r.json").exists()
