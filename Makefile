@@ -60,3 +60,17 @@ constraints: env
 
 clean:
 	rm -rf $(VENV) .airflow .demo .mypy_cache .ruff_cache .pytest_cache artifacts
+
+# Deployment lint: checkov on deploy/ (Kubernetes manifests) and the Dockerfile.
+# checkov downgrades Airflow's dependencies when installed beside it, so it
+# runs from its own pinned, cached tool environment (uvx), never from .venv.
+CHECKOV_VERSION := 3.3.30
+# --skip-download: no network call to the vendor's guideline API (offline CI).
+CHECKOV_FLAGS := --quiet --compact --skip-download
+CHECKOV := $(UV) tool run --python $(PYTHON) --from checkov==$(CHECKOV_VERSION) checkov
+
+.PHONY: lint-deploy
+lint-deploy:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(CHECKOV) -d deploy --framework kubernetes,dockerfile $(CHECKOV_FLAGS)
+	$(CHECKOV) -f Dockerfile --framework dockerfile $(CHECKOV_FLAGS)
