@@ -1,0 +1,276 @@
+"""Plan -> Airflow DAG. The only module that lays out tasks.
+
+Shape (task ids)::
+
+    preflight
+      -> datastore_<name>.{backup,migrate,transform,validate}   (after: [])
+      -> wave_0.rollout_<svc> ... -> datastore groups placed after wave n -> wave_n+1 ...
+      -> report -> outcome
+    rollback.gate (all_done over every step) -> rollback.revert_data_<ds> (newest first)
+      -> rollback.revert_<svc> (newest wave first) -> report
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, Param, TaskGroup
+
+from convoy.airflow import config, pods, runtime
+from convoy.plan import (
+    BEFORE_ROLLOUT,
+    DatastorePhase,
+    Plan,
+    RevertDataStep,
+    RevertImagesStep,
+    RolloutStep,
+    build_plan,
+    render_text,
+)
+from convoy.policy.loader import LoadedPolicy
+from convoy.policy.models import Policy
+
+Task = Any  # an Airflow operator
+
+
+def default_args(policy: Policy) -> dict[str, Any]:
+    return {
+        "owner": policy.metadata.owner,
+        "retries": config.RETRIES,
+        "retry_delay": config.RETRY_DELAY,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": config.MAX_RETRY_DELAY,
+    }
+
+
+def trigger_params(plan: Plan) -> dict[str, Param]:
+    return {
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Compute and report everything, change nothing.",
+        ),
+        "services": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": list(plan.services)},
+            uniqueItems=True,
+            title="Services",
+            description="Roll out only these (their dependencies are added). Empty = all.",
+        ),
+        "mode": Param(
+            "upgrade",
+            type="string",
+            enum=["upgrade"],
+            title="Mode",
+            description="upgrade: roll out the policy. (On-demand rollback: later.)",
+        ),
+    }
+
+
+def doc_md(loaded: LoadedPolicy, plan: Plan) -> str:
+    policy = loaded.policy
+    return (
+        f"# {policy.metadata.name}\n\n{policy.metadata.description}\n\n"
+        f"Policy file `{loaded.path.name}` (sha256 `{loaded.source_sha256[:12]}`), "
+        f"plan digest `{plan.digest[:12]}`, execution "
+        f"`{config.execution_mode(policy)}`.\n\n```text\n{render_text(plan)}```\n"
+    )
+
+
+def _step_dict(step: RolloutStep) -> dict[str, Any]:
+    return {
+        "service": step.service,
+        "namespace": step.namespace,
+        "kind": step.kind,
+        "workload": step.workload,
+        "containers": dict(step.containers),
+    }
+
+
+class _Builder:
+    """Holds what every task factory needs; one instance per DAG."""
+
+    def __init__(self, loaded: LoadedPolicy, plan: Plan) -> None:
+        self.loaded = loaded
+        self.plan = plan
+        self.settings = loaded.policy.kubernetes
+        self.mode = config.execution_mode(loaded.policy)
+        self.apply_ids: dict[str, str] = {}
+        self.datastore_ids: list[str] = []
+
+    # -- forward path ------------------------------------------------------------
+    def rollout_task(self, step: RolloutStep) -> Task:
+        if self.mode == "kubernetes":
+            return pods.rollout_pod(self.plan, self.settings, step)
+        return PythonOperator(
+            task_id=config.rollout_task_id(step.service),
+            python_callable=runtime.rollout_local,
+            op_kwargs={
+                "step": _step_dict(step),
+                "conn_id": self.settings.conn_id,
+                "in_cluster": self.settings.in_cluster,
+                "deadline_seconds": self.plan.deadline_seconds,
+            },
+            trigger_rule="none_failed",
+            pool=config.ROLLOUT_POOL,
+        )
+
+    def datastore_group(self, phase: DatastorePhase) -> TaskGroup | None:
+        if not phase.steps:
+            return None
+        with TaskGroup(config.datastore_group_id(phase.datastore)) as group:
+            previous: Task | None = None
+            for ds_step in phase.steps:
+                task = PythonOperator(
+                    task_id=ds_step.stage,
+                    python_callable=runtime.datastore_stage,
+                    op_kwargs={
+                        "datastore": phase.datastore,
+                        "kind": phase.type,
+                        "stage": ds_step.stage,
+                    },
+                    trigger_rule="none_failed",
+                )
+                self.datastore_ids.append(task.task_id)
+                if previous is not None:
+                    previous >> task
+                previous = task
+        return group
+
+    def forward(self, preflight: Task) -> list[Any]:
+        """Lay out datastore phases and waves in order; return the last stage."""
+        last: list[Any] = [preflight]
+
+        def then(nodes: Sequence[Any]) -> None:
+            nonlocal last
+            if not nodes:
+                return
+            for upstream in last:
+                upstream >> list(nodes)
+            last = list(nodes)
+
+        then([g for p in self.plan.phases_at(BEFORE_ROLLOUT) if (g := self.datastore_group(p))])
+        for wave in self.plan.waves:
+            with TaskGroup(config.wave_group_id(wave.index)) as group:
+                for step in wave.steps:
+                    self.apply_ids[step.service] = self.rollout_task(step).task_id
+            then([group])
+            then([g for p in self.plan.phases_at(wave.index) if (g := self.datastore_group(p))])
+        return last
+
+    # -- rollback ------------------------------------------------------------------
+    def revert_images_task(self, undo: RevertImagesStep) -> Task:
+        step = self.plan.step(undo.service)
+        apply_id = self.apply_ids[undo.service]
+        if self.mode == "kubernetes":
+            return pods.revert_pod(self.plan, self.settings, step, apply_id)
+        return PythonOperator(
+            task_id=config.revert_task_id(undo.service),
+            python_callable=runtime.revert_local,
+            op_kwargs={
+                "step": _step_dict(step),
+                "apply_task_id": apply_id,
+                "conn_id": self.settings.conn_id,
+                "in_cluster": self.settings.in_cluster,
+                "deadline_seconds": self.plan.deadline_seconds,
+            },
+            trigger_rule="none_skipped",
+            pool=config.ROLLBACK_POOL,
+        )
+
+    def rollback(self) -> tuple[list[Any], list[str]]:
+        """The rollback group; returns its last tasks and every revert task id."""
+        watched = [*self.apply_ids.values(), *self.datastore_ids]
+        ids: list[str] = []
+        with TaskGroup(config.ROLLBACK_GROUP):
+            gate = PythonOperator(
+                task_id=config.ROLLBACK_GATE,
+                python_callable=runtime.rollback_gate,
+                op_kwargs={"watched": watched},
+                trigger_rule="all_done",
+                retries=0,
+            )
+            # Watch every step, not only the last wave: all_done waits for all of them.
+            gate.set_upstream([self.dag.get_task(t) for t in watched])
+            last: list[Any] = [gate]
+            stage: list[Any] = []
+            current_wave: int | None = None
+            for undo in self.plan.rollback:
+                if isinstance(undo, RevertDataStep):
+                    task = PythonOperator(
+                        task_id=config.revert_data_task_id(undo.datastore),
+                        python_callable=runtime.revert_datastore,
+                        op_kwargs={"datastore": undo.datastore, "kind": undo.type},
+                        trigger_rule="none_skipped",
+                    )
+                    task.set_upstream(last)
+                    last = [task]
+                else:
+                    if undo.wave != current_wave:
+                        if stage:
+                            last = stage
+                        stage, current_wave = [], undo.wave
+                    task = self.revert_images_task(undo)
+                    task.set_upstream(last)
+                    stage.append(task)
+                ids.append(task.task_id)
+            if stage:
+                last = stage
+        return last, ids
+
+    dag: DAG
+
+
+def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
+    """The DAG of one policy (``dag_id`` = ``metadata.name``)."""
+    policy = loaded.policy
+    plan = plan or build_plan(loaded)
+    builder = _Builder(loaded, plan)
+    start = dt.datetime.combine(policy.start_date, dt.time(), tzinfo=dt.UTC)
+    with DAG(
+        dag_id=policy.metadata.name,
+        description=policy.metadata.description or None,
+        doc_md=doc_md(loaded, plan),
+        schedule=policy.schedule,
+        start_date=start,
+        catchup=False,
+        max_active_runs=1,
+        tags=sorted({"convoy", *policy.metadata.tags}),
+        default_args=default_args(policy),
+        params=trigger_params(plan),
+        render_template_as_native_obj=False,
+    ) as dag:
+        builder.dag = dag
+        preflight = PythonOperator(
+            task_id=config.PREFLIGHT,
+            python_callable=runtime.preflight,
+            op_kwargs={"policy_path": str(loaded.path.resolve()), "digest": plan.digest},
+            retries=0,
+        )
+        last = builder.forward(preflight)
+        steps = [*builder.apply_ids.values(), *builder.datastore_ids]
+        reverts: list[str] = []
+        if plan.rollback_automatic:
+            rollback_last, reverts = builder.rollback()
+            last = [*last, *rollback_last]
+        report = PythonOperator(
+            task_id=config.REPORT,
+            python_callable=runtime.report,
+            op_kwargs={"steps": steps, "reverts": reverts},
+            trigger_rule="all_done",
+            retries=0,
+        )
+        report.set_upstream(last)
+        final = PythonOperator(
+            task_id=config.OUTCOME,
+            python_callable=runtime.outcome,
+            trigger_rule="all_done",
+            retries=0,
+        )
+        report >> final
+    return dag

@@ -1,0 +1,190 @@
+"""Rollout and revert steps as KubernetesPodOperators (``execution: kubernetes``).
+
+The pod runs ``python -m convoy.rollout apply|revert ...`` in the policy's
+``runnerImage`` with least privilege: non-root, read-only root filesystem, no
+capabilities, seccomp RuntimeDefault. Its JSON result comes back via XCom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
+
+from convoy.airflow import config, runtime
+from convoy.plan import Plan, RolloutStep
+from convoy.policy.models import KubernetesSettings
+
+RUNNER_UID = 65532
+
+BASE_COMMAND = ["python", "-m", "convoy.rollout"]
+
+
+def pod_security_context() -> k8s.V1PodSecurityContext:
+    return k8s.V1PodSecurityContext(
+        run_as_non_root=True,
+        run_as_user=RUNNER_UID,
+        run_as_group=RUNNER_UID,
+        fs_group=RUNNER_UID,
+        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def container_security_context() -> k8s.V1SecurityContext:
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        run_as_non_root=True,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    )
+
+
+def container_resources(settings: KubernetesSettings) -> k8s.V1ResourceRequirements:
+    r = settings.resources
+    return k8s.V1ResourceRequirements(
+        requests={"cpu": r.cpu_request, "memory": r.memory_request},
+        limits={"cpu": r.cpu_limit, "memory": r.memory_limit},
+    )
+
+
+def container_args(containers: Sequence[tuple[str, str]]) -> list[str]:
+    args: list[str] = []
+    for name, image in containers:
+        args += ["--container", f"{name}={image}"]
+    return args
+
+
+def target_args(step: RolloutStep, containers: Sequence[tuple[str, str]]) -> list[str]:
+    base = ["--namespace", step.namespace, "--kind", step.kind, "--name", step.workload]
+    return [*base, *container_args(containers)]
+
+
+class RolloutPodOperator(KubernetesPodOperator):
+    """KPO that skips unselected services, adds ``--dry-run`` and keeps the result on failure."""
+
+    def __init__(self, *, service: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self._convoy_context: Mapping[str, Any] | None = None
+
+    def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Adjust the rendered arguments; a returned dict is the result without a pod."""
+        chosen = runtime.require_selected_service(context, self.service)
+        if chosen["dry_run"] and "--dry-run" not in self.arguments:
+            self.arguments = [*self.arguments, "--dry-run"]
+        return None
+
+    def execute(self, context: Any) -> Any:
+        self._convoy_context = context
+        early = self.prepare_arguments(context)
+        if early is not None:
+            return early
+        return super().execute(context)
+
+    def extract_xcom(self, pod: k8s.V1Pod, *, ignore_kill_failure: bool = True) -> Any:
+        # The KPO drops the sidecar result when the pod failed; keep it under our
+        # own key first so the revert step knows the previous images either way.
+        result = super().extract_xcom(pod, ignore_kill_failure=ignore_kill_failure)
+        if self._convoy_context is not None and isinstance(result, dict):
+            self._convoy_context["ti"].xcom_push(key=config.RESULT_KEY, value=result)
+        return result
+
+
+class RevertPodOperator(RolloutPodOperator):
+    """KPO that puts back the images recorded by the apply step (no-op if nothing changed)."""
+
+    def __init__(self, *, apply_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.apply_task_id = apply_task_id
+
+    def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        # Never skips: a skipped revert would skip the older waves' reverts after it.
+        failed = runtime.rollback_open(context)
+        if failed is None:
+            return {"service": self.service, "reverted": False, "reason": "rollback not requested"}
+        result = runtime.apply_result(context, self.apply_task_id)
+        if result is None and self.apply_task_id not in failed:
+            return {"service": self.service, "reverted": False, "reason": "never applied"}
+        if result is not None:
+            previous = runtime.previous_images(result)
+            if previous is None:
+                self.log.info("%s: nothing to revert", self.service)
+                return {"service": self.service, "reverted": False, "reason": "nothing changed"}
+            self.arguments = [*self.arguments, *container_args(sorted(previous.items()))]
+        # Otherwise the apply pod failed without a result: the runner reverts from the
+        # convoy.dev/previous-images annotation it wrote when it patched the workload.
+        return None
+
+
+def _common_kwargs(plan: Plan, settings: KubernetesSettings, step: RolloutStep) -> dict[str, Any]:
+    labels = {
+        config.LABEL_POLICY: plan.policy_name,
+        config.LABEL_SERVICE: step.service,
+        config.LABEL_MANAGED_BY: "convoy",
+    }
+    kwargs: dict[str, Any] = {
+        "service": step.service,
+        "namespace": settings.namespace,
+        "image": settings.runner_image,
+        "cmds": list(BASE_COMMAND),
+        "labels": labels,
+        "name": f"convoy-{step.service}",
+        "service_account_name": settings.service_account,
+        "kubernetes_conn_id": settings.conn_id,
+        "do_xcom_push": True,
+        "get_logs": True,
+        "on_finish_action": "delete_pod",
+        "security_context": pod_security_context(),
+        "container_security_context": container_security_context(),
+        "xcom_sidecar_container_security_context": container_security_context(),
+        "container_resources": container_resources(settings),
+        "volumes": [k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+        "volume_mounts": [k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],  # noqa: S108 (pod emptyDir)
+        "env_vars": [k8s.V1EnvVar(name="PYTHONDONTWRITEBYTECODE", value="1")],
+        "active_deadline_seconds": plan.deadline_seconds + config.POD_DEADLINE_MARGIN_SECONDS,
+        "pool": config.ROLLOUT_POOL,
+    }
+    if settings.in_cluster:
+        kwargs["in_cluster"] = True
+    return kwargs
+
+
+def rollout_pod(plan: Plan, settings: KubernetesSettings, step: RolloutStep) -> RolloutPodOperator:
+    """The apply task of ``step`` (inside the current DAG/TaskGroup context)."""
+    args = [
+        "apply",
+        *target_args(step, step.containers),
+        "--deadline-seconds",
+        str(plan.deadline_seconds),
+        "--run-id",
+        "{{ run_id }}",
+    ]
+    return RolloutPodOperator(
+        task_id=config.rollout_task_id(step.service),
+        arguments=args,
+        trigger_rule="none_failed",
+        **_common_kwargs(plan, settings, step),
+    )
+
+
+def revert_pod(
+    plan: Plan, settings: KubernetesSettings, step: RolloutStep, apply_task_id: str
+) -> RevertPodOperator:
+    """The revert task of ``step``; previous images are added from the apply result."""
+    args = [
+        "revert",
+        *target_args(step, ()),
+        "--deadline-seconds",
+        str(plan.deadline_seconds),
+        "--run-id",
+        "{{ run_id }}",
+    ]
+    return RevertPodOperator(
+        task_id=config.revert_task_id(step.service),
+        arguments=args,
+        apply_task_id=apply_task_id,
+        trigger_rule="none_skipped",
+        **_common_kwargs(plan, settings, step),
+    )

@@ -1,0 +1,166 @@
+"""``execution: kubernetes``: rollout/revert steps as KubernetesPodOperators, rendered offline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from convoy.airflow import build_dag
+from convoy.airflow.pods import RevertPodOperator, RolloutPodOperator
+from convoy.policy import load_policy
+from dag_policies import policy_dict
+from kubernetes.client import ApiClient
+from kubernetes_validate.utils import all_versions
+
+K8S_VERSION = "1.33.0"
+
+
+@pytest.fixture
+def dag(write_policy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("CONVOY_EXECUTION_MODE", "kubernetes")
+    data = policy_dict("shop")
+    data["kubernetes"]["resources"] = {"cpuRequest": "100m", "memoryLimit": "128Mi"}
+    return build_dag(load_policy(write_policy("shop.yaml", data)))
+
+
+def pod_dict(task: Any) -> dict[str, Any]:
+    pod = task.build_pod_request_obj(dry_run=True)
+    return ApiClient().sanitize_for_serialization(pod)  # type: ignore[no-any-return]
+
+
+def test_env_override_selects_kubernetes_mode(dag: Any) -> None:
+    assert isinstance(dag.task_dict["wave_1.rollout_cart"], RolloutPodOperator)
+    assert isinstance(dag.task_dict["rollback.revert_cart"], RevertPodOperator)
+
+
+def test_rollout_pod_is_valid_and_least_privilege(dag: Any) -> None:
+    task = dag.task_dict["wave_1.rollout_cart"]
+    obj = pod_dict(task)
+    assert K8S_VERSION in {v.split("-")[0].lstrip("v") for v in all_versions()}
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+    spec = obj["spec"]
+    assert obj["metadata"]["namespace"] == "shop"
+    labels = obj["metadata"]["labels"]
+    assert labels["convoy.dev/policy"] == "shop"
+    assert labels["app.kubernetes.io/managed-by"] == "convoy"
+    assert spec["serviceAccountName"] == "convoy-rollout"
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    containers = {c["name"]: c for c in spec["containers"]}
+    assert set(containers) == {"base", "airflow-xcom-sidecar"}  # do_xcom_push
+    for container in containers.values():
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+    base = containers["base"]
+    assert base["image"] == "registry.example.com/convoy:0.1.0"
+    assert base["resources"] == {
+        "requests": {"cpu": "100m", "memory": "64Mi"},
+        "limits": {"cpu": "500m", "memory": "128Mi"},
+    }
+    assert base["command"] == ["python", "-m", "convoy.rollout"]
+    assert base["args"] == [
+        "apply", "--namespace", "shop", "--kind", "Deployment", "--name", "cartservice",
+        "--container", "proxy=reg/envoy:1.30.0", "--container", "server=reg/cart:2.4.0",
+        "--deadline-seconds", "20", "--run-id", "{{ run_id }}",
+    ]  # fmt: skip
+    assert spec["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] == 320
+
+
+def test_pod_operator_settings(dag: Any) -> None:
+    task = dag.task_dict["wave_0.rollout_redis"]
+    assert task.on_finish_action.value == "delete_pod"
+    assert task.do_xcom_push is True
+    assert task.kubernetes_conn_id == "kubernetes_default"
+    assert task.pool == "default_pool"
+    assert task.trigger_rule == "none_failed"
+    assert "arguments" in task.template_fields
+
+
+def test_run_id_is_templated(dag: Any) -> None:
+    task = dag.task_dict["wave_0.rollout_redis"]
+    task.render_template_fields({"run_id": "manual__1", "params": {}})
+    assert task.arguments[-2:] == ["--run-id", "manual__1"]
+
+
+class FakeTI:
+    def __init__(self, xcoms: dict[tuple[str, str | None], Any]) -> None:
+        self.xcoms = xcoms
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
+        return self.xcoms.get((task_ids, key))
+
+
+@pytest.mark.parametrize(("dry_run", "flag"), [(True, True), (False, False)])
+def test_dry_run_flag_added_at_run_time(dag: Any, dry_run: bool, flag: bool) -> None:
+    task = dag.task_dict["wave_1.rollout_cart"]
+    ti = FakeTI({("preflight", "return_value"): {"services": ["cart"], "dry_run": dry_run}})
+    assert task.prepare_arguments({"ti": ti}) is None
+    assert ("--dry-run" in task.arguments) is flag
+
+
+def test_unselected_service_is_skipped(dag: Any) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    task = dag.task_dict["wave_1.rollout_cart"]
+    ti = FakeTI({("preflight", "return_value"): {"services": ["redis"], "dry_run": False}})
+    with pytest.raises(AirflowSkipException):
+        task.prepare_arguments({"ti": ti})
+
+
+def test_revert_pod_uses_previous_images(dag: Any) -> None:
+    task = dag.task_dict["rollback.revert_cart"]
+    ti = FakeTI(
+        {
+            ("preflight", "return_value"): {"services": ["cart"], "dry_run": False},
+            ("rollback.gate", "return_value"): ["wave_2.rollout_checkout"],
+            ("wave_1.rollout_cart", "result"): {
+                "changed": True,
+                "dryRun": False,
+                "previousImages": {"server": "reg/cart:2.3.0", "proxy": "reg/envoy:1.29.0"},
+            },
+        }
+    )
+    assert task.prepare_arguments({"ti": ti}) is None
+    assert task.arguments[:7] == [
+        "revert", "--namespace", "shop", "--kind", "Deployment", "--name", "cartservice",
+    ]  # fmt: skip
+    assert task.arguments[-4:] == [
+        "--container", "proxy=reg/envoy:1.29.0", "--container", "server=reg/cart:2.3.0",
+    ]  # fmt: skip
+    kubernetes_validate.validate(pod_dict(task), K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("gate", "result", "reason"),
+    [
+        (None, {"changed": True, "previousImages": {"server": "x"}}, "rollback not requested"),
+        (["wave_2.rollout_checkout"], {"changed": False}, "nothing changed"),
+        (["wave_2.rollout_checkout"], None, "never applied"),
+    ],
+)
+def test_revert_pod_noops(dag: Any, gate: Any, result: Any, reason: str) -> None:
+    task = dag.task_dict["rollback.revert_cart"]
+    ti = FakeTI(
+        {
+            ("preflight", "return_value"): {"services": ["cart"], "dry_run": False},
+            ("rollback.gate", "return_value"): gate,
+            ("wave_1.rollout_cart", "result"): result,
+        }
+    )
+    assert task.prepare_arguments({"ti": ti}) == {
+        "service": "cart",
+        "reverted": False,
+        "reason": reason,
+    }

@@ -1,0 +1,141 @@
+"""Task callables with a fake task instance (no Airflow run needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from convoy.airflow import runtime
+from convoy.plan import build_plan
+from convoy.policy import load_policy
+from dag_policies import policy_dict
+
+
+class FakeTI:
+    dag_id = "shop"
+    task_id = "outcome"
+
+    def __init__(self, states: dict[str, str | None] | None = None, **xcoms: Any) -> None:
+        self.states = states or {}
+        self.xcoms = xcoms
+
+    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
+        return {run_ids[0]: self.states}
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
+        return self.xcoms.get(f"{task_ids}:{key}")
+
+
+@pytest.fixture
+def policy_file(write_policy: Callable[..., Path]) -> Path:
+    return write_policy("shop.yaml", policy_dict("shop"))
+
+
+def test_preflight_resolves_selection(policy_file: Path) -> None:
+    digest = build_plan(load_policy(policy_file)).digest
+    out = runtime.preflight(
+        policy_path=str(policy_file),
+        digest=digest,
+        params={"dry_run": True, "services": ["cart"], "mode": "upgrade"},
+    )
+    assert out == {
+        "digest": digest,
+        "mode": "upgrade",
+        "dry_run": True,
+        "services": ["cart", "redis"],
+        "datastores": [],
+    }
+
+
+def test_preflight_refuses_a_changed_policy(policy_file: Path) -> None:
+    digest = build_plan(load_policy(policy_file)).digest
+    data = yaml.safe_load(policy_file.read_text())
+    data["rollout"]["maxParallel"] = 1
+    policy_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(AirflowFailException, match="changed since this DAG was built"):
+        runtime.preflight(policy_path=str(policy_file), digest=digest, params={})
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [({"mode": "rollback"}, "not supported yet"), ({"services": ["nope"]}, "'nope'")],
+)
+def test_preflight_rejects_bad_params(
+    policy_file: Path, params: dict[str, Any], match: str
+) -> None:
+    digest = build_plan(load_policy(policy_file)).digest
+    with pytest.raises(AirflowFailException, match=match):
+        runtime.preflight(policy_path=str(policy_file), digest=digest, params=params)
+
+
+WATCHED = ["wave_0.rollout_a", "wave_1.rollout_b"]
+
+
+@pytest.mark.parametrize(
+    ("states", "opens"),
+    [
+        ({"wave_0.rollout_a": "success", "wave_1.rollout_b": "success"}, False),
+        ({"wave_0.rollout_a": "skipped", "wave_1.rollout_b": "skipped"}, False),
+        ({"wave_0.rollout_a": "upstream_failed", "wave_1.rollout_b": "upstream_failed"}, False),
+        ({"wave_0.rollout_a": "success", "wave_1.rollout_b": "failed"}, True),
+    ],
+)
+def test_rollback_gate(states: dict[str, str], opens: bool) -> None:
+    ctx = {"ti": FakeTI(states), "run_id": "r"}
+    if opens:
+        assert runtime.rollback_gate(watched=WATCHED, **ctx) == ["wave_1.rollout_b"]
+    else:
+        with pytest.raises(AirflowSkipException):
+            runtime.rollback_gate(watched=WATCHED, **ctx)
+
+
+@pytest.mark.parametrize(
+    ("states", "fails"),
+    [
+        ({"preflight": "success", "report": "success", "rollback.gate": "skipped"}, False),
+        ({"preflight": "success", "wave_0.rollout_a": "failed", "report": "success"}, True),
+        ({"preflight": "failed", "wave_0.rollout_a": "upstream_failed"}, True),
+    ],
+)
+def test_outcome(states: dict[str, str], fails: bool) -> None:
+    ctx = {"ti": FakeTI({**states, "outcome": "running"}), "run_id": "r"}
+    if fails:
+        with pytest.raises(AirflowFailException, match="run failed"):
+            runtime.outcome(**ctx)
+    else:
+        assert runtime.outcome(**ctx) == "success"
+
+
+@pytest.mark.parametrize(
+    ("xcoms", "expected"),
+    [
+        ({}, None),  # never ran
+        ({"a:result": {"changed": False, "previousImages": {"s": "old"}}}, None),
+        ({"a:result": {"changed": True, "dryRun": True, "previousImages": {"s": "old"}}}, None),
+        ({"a:result": {"changed": True, "previousImages": {"s": "old"}}}, {"s": "old"}),
+        ({"a:before": {"s": "old", "other": "x"}}, {"s": "old"}),  # failed part-way
+    ],
+)
+def test_images_to_restore(xcoms: dict[str, Any], expected: dict[str, str] | None) -> None:
+    ctx = {"ti": FakeTI(**xcoms)}
+    assert runtime.images_to_restore(ctx, "a", {"s": "new"}) == expected
+
+
+def test_revert_is_noop_without_gate_or_in_dry_run() -> None:
+    step = {"service": "a", "namespace": "n", "kind": "Deployment", "workload": "a",
+            "containers": {"s": "new"}}  # fmt: skip
+    kwargs = {"step": step, "apply_task_id": "a", "conn_id": "c", "in_cluster": False,
+              "deadline_seconds": 10}  # fmt: skip
+    closed = FakeTI(**{"a:result": {"changed": True, "previousImages": {"s": "old"}}})
+    assert runtime.revert_local(**kwargs, ti=closed)["reason"] == "rollback not requested"
+    dry = FakeTI(
+        **{
+            "rollback.gate:return_value": ["a"],
+            "preflight:return_value": {"dry_run": True},
+        }
+    )
+    assert runtime.revert_local(**kwargs, ti=dry)["reason"] == "rollback not requested"

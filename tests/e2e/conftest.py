@@ -1,0 +1,62 @@
+"""End-to-end fixtures: a migrated Airflow metadata DB, an emulated cluster, a connection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e_helpers import AIRFLOW, REPO
+
+DEMO = REPO / "dags" / "policies" / "demo.yaml"
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """``airflow db migrate`` once per session (SQLite in the tests' AIRFLOW_HOME)."""
+    subprocess.run([AIRFLOW, "db", "migrate"], check=True, capture_output=True, env=os.environ)
+
+
+@pytest.fixture
+def cluster(
+    airflow_db: None, emulated_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """The emulated cluster, reachable through the ``kubernetes_default`` connection."""
+    kubeconfig = emulated_cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    conn = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("CONVOY_EXECUTION_MODE", "local")
+    return emulated_cluster
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Write a variant of the demo policy as the only policy; returns its LoadedPolicy."""
+    from convoy.policy import load_policy
+
+    root = tmp_path / "policies"
+    root.mkdir()
+    monkeypatch.setenv("CONVOY_POLICIES_DIR", str(root))
+
+    def write(*, crashloop: bool) -> Any:
+        data = yaml.safe_load(DEMO.read_text())
+        if not crashloop:
+            for svc in data["services"]:
+                svc["containers"] = {
+                    c: i.removesuffix("-crashloop") for c, i in svc["containers"].items()
+                }
+        path = root / "shop.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return load_policy(path)
+
+    return write
+
+
+@pytest.fixture
+def run_env() -> dict[str, str]:
+    return dict(os.environ)
