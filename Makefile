@@ -46,7 +46,7 @@ typecheck: env
 pytest: env
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck lint-deploy pytest
 
 demo: env
 	$(BIN)/python -m convoy.demo

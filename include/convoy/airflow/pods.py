@@ -17,7 +17,10 @@ from convoy.airflow import config, runtime
 from convoy.plan import Plan, RolloutStep
 from convoy.policy.models import KubernetesSettings
 
-RUNNER_UID = 65532
+#: The official Airflow image (which is the runner image) owns its files as uid 50000,
+#: gid 0; running as anything else may leave the installed packages unreadable.
+RUNNER_UID = 50000
+RUNNER_GID = 0
 
 BASE_COMMAND = ["python", "-m", "convoy.rollout"]
 
@@ -26,8 +29,8 @@ def pod_security_context() -> k8s.V1PodSecurityContext:
     return k8s.V1PodSecurityContext(
         run_as_non_root=True,
         run_as_user=RUNNER_UID,
-        run_as_group=RUNNER_UID,
-        fs_group=RUNNER_UID,
+        run_as_group=RUNNER_GID,
+        fs_group=RUNNER_GID,
         seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
     )
 
