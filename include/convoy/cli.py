@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 Command = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     parser = build_parser()
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as exc:
         if os.environ.get("CONVOY_DEBUG"):
             traceback.print_exc(file=err)
         print(f"convoy: internal error: {type(exc).__name__}: {exc}", file=err)

@@ -44,8 +44,9 @@ def namespace(api_client: Any) -> Iterator[str]:
 
 
 def test_apply_and_revert_on_a_real_cluster(api_client: Any, namespace: str) -> None:
-    from convoy.rollout import RolloutRunner, Target
     from kubernetes import client
+
+    from convoy.rollout import RolloutRunner, Target
 
     labels = {"app": "pause"}
     client.AppsV1Api(api_client).create_namespaced_deployment(

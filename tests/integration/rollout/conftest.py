@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from convoy.emulator import EmulatedCluster
 from convoy.rollout import RetryPolicy, RolloutRunner
 

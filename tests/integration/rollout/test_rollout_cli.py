@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from convoy.rollout.cli import main
 
 pytestmark = pytest.mark.integration

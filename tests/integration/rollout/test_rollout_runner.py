@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from convoy.emulator import EmulatedCluster
 from convoy.rollout import (
     ApiUnavailable,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from convoy.policy.models import Policy
 from plan_helpers import make_policy, svc
+
+from convoy.policy.models import Policy
 
 
 @pytest.fixture

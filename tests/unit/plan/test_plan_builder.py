@@ -4,6 +4,8 @@ import json
 from typing import Any
 
 import pytest
+from plan_helpers import make_policy, svc
+
 from convoy.plan import (
     BEFORE_ROLLOUT,
     PlanError,
@@ -15,7 +17,6 @@ from convoy.plan import (
     topological_levels,
 )
 from convoy.policy.models import Policy
-from plan_helpers import make_policy, svc
 
 
 def waves_of(policy: Policy, **kw: Any) -> list[list[str]]:

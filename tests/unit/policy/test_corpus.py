@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from convoy.policy import PolicyError, format_diagnostics, load_policy
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"

@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from convoy.policy.migrations import parse_version, scan_migrations
 
 

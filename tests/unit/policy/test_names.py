@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from convoy.policy import names
 
 DIGEST = "sha256:" + "a" * 64

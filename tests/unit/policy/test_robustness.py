@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from convoy.policy import Diagnostic, PolicyError, load_policy
 from convoy.policy.source import parse_yaml
 

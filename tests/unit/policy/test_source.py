@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from convoy.policy.source import Mark, parse_yaml, render_path
 
 TEXT = """\

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from convoy.emulator import behaviour, previous_image
 from convoy.emulator.patching import PatchError, json_patch, merge_patch, strategic_merge
 from convoy.emulator.store import field_selector_matches, label_selector_matches

@@ -7,6 +7,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
 from convoy.policy.models import Policy
 from convoy.rollout.rbac import render_rbac, render_rbac_yaml
 
