@@ -1,0 +1,178 @@
+"""``backup: snapshot``: server-side copies of the collections a run touches, and restore.
+
+Which collections (sorted, deduplicated):
+
+- the collections of the datastore's transforms;
+- the collections named in the *pending* migrations' source, found by a
+  best-effort scan (:func:`scan_collections`): ``db["name"]``,
+  ``db.get_collection("name")``, ``db.create_collection("name")``,
+  ``db.drop_collection("name")``, ``.rename("name")`` and attribute access
+  ``db.name.<collection method>(``. Names built at run time are not found:
+  list them in ``MongoConfig.snapshot_collections``;
+- ``MongoConfig.snapshot_collections``.
+
+Each is copied with ``aggregate([{$match: {}}, {$out: "convoy_backup__<runhash>__<name>"}])``
+(in the server, constant client memory) and recorded in ``convoy_backups``
+with its index definitions, count and digest, or as *absent* when it does not
+exist yet (revert then drops it). A collection already recorded for the run is
+never copied again, so a retried backup task cannot overwrite the pre-run copy
+with changed data.
+
+Restore (revert): indexes other than ``_id_`` are dropped, the copy replaces
+the documents with ``$out`` (atomic replace in the server), then the recorded
+indexes are re-created. Not restored: collection options changed by the run
+(validator, collation), views, and collections outside the snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pymongo.database import Database
+
+from convoy.engines.base import RunContext
+from convoy.engines.errors import BackupFailed
+from convoy.engines.mongo.config import MongoConfig
+from convoy.engines.mongo.documents import collection_digest, collection_name, index_specs
+from convoy.engines.mongo.locks import utcnow
+from convoy.policy.migrations import MigrationFile
+from convoy.policy.models import MongoDatastore
+
+Doc = dict[str, Any]
+
+_Q = r"""(['"])(?P<name>[^'"\\]+)\1"""
+_COLLECTION_METHODS = (
+    "find|find_one|find_one_and_update|find_one_and_replace|find_one_and_delete|"
+    "insert_one|insert_many|update_one|update_many|replace_one|delete_one|delete_many|"
+    "bulk_write|aggregate|create_index|create_indexes|drop_index|drop_indexes|drop|rename|"
+    "count_documents|distinct|watch"
+)
+_SCANS = (
+    re.compile(rf"\bdb\s*\[\s*{_Q}\s*\]"),
+    re.compile(rf"\bdb\s*\.\s*(?:get_collection|create_collection|drop_collection)\s*\(\s*{_Q}"),
+    re.compile(rf"\.\s*rename\s*\(\s*{_Q}"),
+    re.compile(
+        rf"\bdb\s*\.\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\.\s*(?:{_COLLECTION_METHODS})\s*\("
+    ),
+)
+
+
+def scan_collections(source: str) -> set[str]:
+    """Collection names a migration's source refers to (best effort, see module doc)."""
+    found: set[str] = set()
+    for pattern in _SCANS:
+        for m in pattern.finditer(source):
+            found.add(m.group("name"))
+    return found
+
+
+def touched_by(f: MigrationFile) -> set[str]:
+    return scan_collections(f.path.read_text(encoding="utf-8", errors="replace"))
+
+
+def collections_to_back_up(
+    ds: MongoDatastore, pending: Iterable[MigrationFile], cfg: MongoConfig
+) -> list[str]:
+    names = {t.collection for t in ds.transforms}
+    for f in pending:
+        names |= touched_by(f)
+    names |= set(cfg.snapshot_collections)
+    return sorted(n for n in names if not cfg.is_own(n))
+
+
+def run_hash(ctx: RunContext) -> str:
+    key = f"{ctx.policy_name}\x1f{ctx.datastore.name}\x1f{ctx.run_id}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def backup_name(cfg: MongoConfig, ctx: RunContext, collection: str) -> str:
+    return f"{cfg.backup_prefix}{run_hash(ctx)}__{collection}"
+
+
+def manifest(db: Database[Doc], cfg: MongoConfig, ctx: RunContext) -> list[Doc]:
+    if cfg.backups_collection not in db.list_collection_names():
+        return []
+    rows = db[cfg.backups_collection].find(
+        {"run_hash": run_hash(ctx), "datastore": ctx.datastore.name}
+    )
+    return sorted(rows, key=lambda r: str(r["source"]))
+
+
+def snapshot(
+    db: Database[Doc], cfg: MongoConfig, ctx: RunContext, names: Sequence[str]
+) -> tuple[list[str], bool]:
+    """Copy each collection not yet copied for this run; returns (names, all were present)."""
+    have = {str(r["source"]) for r in manifest(db, cfg, ctx)}
+    existing = set(db.list_collection_names())
+    for name in names:
+        collection_name(name, "backup collection")
+        if name in have:
+            ctx.log(f"{ctx.datastore.name}: backup of {name!r} for run {ctx.run_id} exists, kept")
+            continue
+        target = backup_name(cfg, ctx, name)
+        existed = name in existing
+        try:
+            if existed:
+                db[name].aggregate([{"$match": {}}, {"$out": target}])
+            digest = collection_digest(db, name)
+        except Exception as exc:
+            raise BackupFailed(f"snapshot of {name!r} to {target!r} failed: {exc}") from exc
+        db[cfg.backups_collection].replace_one(
+            {"_id": f"{run_hash(ctx)}:{name}"},
+            {
+                "run_hash": run_hash(ctx),
+                "run_id": ctx.run_id,
+                "policy": ctx.policy_name,
+                "datastore": ctx.datastore.name,
+                "source": name,
+                "backup": target if existed else None,
+                "existed": existed,
+                "indexes": index_specs(db, name),
+                "count": digest["count"],
+                "digest": digest,
+                "created": utcnow(),
+                "restored": None,
+            },
+            upsert=True,
+        )
+        ctx.log(
+            f"{ctx.datastore.name}: snapshot of {name!r} -> {target!r} ({digest['count']} docs)"
+            if existed
+            else f"{ctx.datastore.name}: {name!r} does not exist yet (dropped on revert)"
+        )
+    return list(names), set(names) <= have
+
+
+def restore(db: Database[Doc], cfg: MongoConfig, ctx: RunContext, row: Doc) -> str:
+    """Bring ``row['source']`` back to the snapshot; returns ``restored`` or ``dropped``."""
+    source = str(row["source"])
+    present = set(db.list_collection_names())
+    if not row["existed"]:
+        if source in present:
+            db.drop_collection(source)
+        action = "dropped"
+    else:
+        backup = str(row["backup"])
+        if backup not in present and int(row["count"]) > 0:
+            raise BackupFailed(f"backup collection {backup!r} of {source!r} is missing")
+        if source not in present:
+            db.create_collection(source)
+        for spec in index_specs(db, source):
+            if spec["name"] != "_id_":
+                db[source].drop_index(str(spec["name"]))
+        if backup in present:
+            db[backup].aggregate([{"$match": {}}, {"$out": source}])
+        else:  # an empty collection: $out of nothing may not have created the copy
+            db[source].delete_many({})
+        for spec in row["indexes"]:
+            if spec["name"] == "_id_":
+                continue
+            options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
+            db[source].create_index(list(spec["key"].items()), **options)
+        action = "restored"
+    db[cfg.backups_collection].update_one({"_id": row["_id"]}, {"$set": {"restored": utcnow()}})
+    ctx.log(f"{ctx.datastore.name}: {action} {source!r} from the snapshot of run {ctx.run_id}")
+    return action
