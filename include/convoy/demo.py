@@ -25,7 +25,6 @@ from typing import Any
 from convoy.policy import LoadedPolicy, load_policy
 
 DEMO_POLICY = Path("dags/policies/demo.yaml")
-WORKDIR = Path(".demo")
 
 
 @dataclass(frozen=True)
@@ -76,18 +75,28 @@ def _cluster(loaded: LoadedPolicy, kubeconfig: Path) -> Iterator[Any]:
         yield cluster
 
 
+def _json_rows(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The JSON table an ``airflow ... -o json`` command printed (warnings may precede it)."""
+    if result.returncode != 0:
+        return []
+    for line in result.stdout.splitlines():
+        if line.startswith("["):
+            rows: list[dict[str, Any]] = json.loads(line)
+            return rows
+    return []
+
+
 def _task_states(dag_id: str, env: dict[str, str], log: Path) -> dict[str, str]:
-    runs = _airflow(["dags", "list-runs", dag_id, "-o", "json"], env, log)
-    if runs.returncode != 0 or not runs.stdout.strip().startswith("["):
+    runs = _json_rows(_airflow(["dags", "list-runs", dag_id, "-o", "json"], env, log))
+    if not runs:
         return {}
-    listed = json.loads(runs.stdout)
-    if not listed:
-        return {}
-    run_id = str(listed[0]["run_id"])
-    states = _airflow(["tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"], env, log)
-    if states.returncode != 0 or not states.stdout.strip().startswith("["):
-        return {}
-    return {str(t["task_id"]): str(t["state"]) for t in json.loads(states.stdout)}
+    latest = max(runs, key=lambda r: str(r["run_after"]))
+    states = _json_rows(
+        _airflow(
+            ["tasks", "states-for-dag-run", dag_id, str(latest["run_id"]), "-o", "json"], env, log
+        )
+    )
+    return {str(t["task_id"]): str(t["state"]) for t in states}
 
 
 def _state_for(states: dict[str, str], suffix: str) -> str:
@@ -119,16 +128,20 @@ def _report(path: Path, outcomes: list[ServiceOutcome], rc: int, restored: bool)
 
 def run(repo: Path) -> int:
     os.chdir(repo)
-    WORKDIR.mkdir(exist_ok=True)
-    log = WORKDIR / "demo.log"
+    workdir = Path(os.environ.get("CONVOY_DEMO_DIR", ".demo"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "demo.log"
     log.write_text("")
     loaded = load_policy(DEMO_POLICY)
     policy = loaded.policy
     dag_id = policy.metadata.name
-    kubeconfig = (WORKDIR / "kubeconfig").resolve()
+    from convoy.plan import build_plan, render_text
+
+    print(render_text(build_plan(loaded)), flush=True)
+    kubeconfig = (workdir / "kubeconfig").resolve()
 
     _say("starting embedded PostgreSQL (used by datastore steps)")
-    with _postgres(WORKDIR / "postgres") as pg_uri, _cluster(loaded, kubeconfig) as cluster:
+    with _postgres(workdir / "postgres") as pg_uri, _cluster(loaded, kubeconfig) as cluster:
         _say(f"PostgreSQL ready: {pg_uri}")
         if cluster is None:
             kubeconfig = Path(os.environ["KUBECONFIG"])
@@ -173,11 +186,18 @@ def run(repo: Path) -> int:
         for s in policy.services
     ]
     restored = cluster is None or all(o.before == o.after for o in outcomes)
-    report = WORKDIR / "report.md"
+    report = workdir / "report.md"
     print(_report(report, outcomes, result.returncode, restored))
     _say(f"report: {report.resolve()}")
     _say(f"full log: {log.resolve()}")
-    expected = result.returncode != 0 and restored
+    failed = [o.name for o in outcomes if o.rollout_state == "failed"]
+    rolled_out = [o for o in outcomes if o.rollout_state == "success"]
+    reverted = all(o.revert_state == "success" for o in rolled_out)
+    expected = result.returncode != 0 and restored and bool(failed) and reverted
+    _say(
+        f"failed rollouts: {', '.join(failed) or 'none'}; "
+        f"reverted after success: {len(rolled_out)} service(s)"
+    )
     if expected:
         _say("as designed: a service failed, the rollback restored every image, the run failed")
         return 0

@@ -24,6 +24,7 @@ from convoy.emulator.controller import (
 from convoy.emulator.patching import PatchError
 from convoy.emulator.server import PATCH_TYPES, ApiError, Server, group_of, qualified
 from convoy.emulator.store import (
+    BEHAVIOURS,
     KIND_OF,
     RESOURCES,
     WORKLOAD_RESOURCES,
@@ -85,6 +86,9 @@ def previous_image(image: str, previous_tag: str | None = None) -> str:
             break
     else:
         return f"{base}:{tag}-previous"
+    # The running version is healthy: a behaviour suffix belongs to the new image only.
+    for suffix in BEHAVIOURS:
+        rest = rest.removesuffix("-" + suffix)
     return f"{base}:{prefix}{'.'.join(str(n) for n in nums)}{rest}"
 
 

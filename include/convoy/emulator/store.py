@@ -52,10 +52,14 @@ def image_tag(image: str) -> str:
 def behaviour(image: str) -> str:
     """How the emulator treats pods of ``image``, from its tag suffix."""
     tag = image_tag(image)
-    for suffix in ("crashloop", "imagepull", "never-ready", "unschedulable", "slow"):
+    for suffix in BEHAVIOURS:
         if tag.endswith("-" + suffix):
             return suffix
     return "ready"
+
+
+#: Tag suffixes that make the emulated pods misbehave (see convoy.emulator).
+BEHAVIOURS = ("crashloop", "imagepull", "never-ready", "unschedulable", "slow")
 
 
 # --------------------------------------------------------------------- selectors

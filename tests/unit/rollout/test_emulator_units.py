@@ -89,6 +89,7 @@ def test_field_selector() -> None:
         ("reg:5000/app:3.0.0", "reg:5000/app:2.0.0"),
         ("app:v1.0.5", "app:v1.0.4"),
         ("app:latest", "app:previous"),
+        ("shop/checkout:2.4.0-crashloop", "shop/checkout:2.3.0"),
         ("app", "app:previous"),
     ],
 )
