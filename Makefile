@@ -18,7 +18,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export NO_COLOR := 1
 
-.PHONY: help env test lint typecheck pytest demo bench constraints clean
+.PHONY: help env test lint typecheck system-deps pytest demo bench constraints clean
 
 help:
 	@echo "make demo   - create the environment and run the demo policy end to end"
@@ -43,10 +43,21 @@ lint: env
 typecheck: env
 	$(BIN)/mypy include/convoy
 
+# Debian packages the tests use (headless Chromium for the report page test);
+# installed with apt-get when missing and we are root, as on CI.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's chromium for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "chromium is missing: the browser tests will be skipped"; \
+		fi; }
+
 pytest: env
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck lint-deploy pytest
+test: lint typecheck lint-deploy system-deps pytest
 
 demo: env
 	$(BIN)/python -m convoy.demo

@@ -108,6 +108,23 @@ def cmd_render_rbac(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from convoy.observe.report import default_reports_dir, find_report
+
+    reports_dir = Path(args.reports_dir) if args.reports_dir else default_reports_dir()
+    name = "report.html" if args.html else "report.md"
+    try:
+        path = find_report(reports_dir, args.run_id, policy=args.policy, name=name)
+    except (FileNotFoundError, LookupError) as exc:
+        print(f"convoy report: {exc}", file=err)
+        return EXIT_INVALID
+    if args.path:
+        print(path, file=out)
+    else:
+        print(path.read_text(encoding="utf-8"), file=out, end="")
+    return EXIT_OK
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() owns every exit code."""
 
@@ -133,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the policy JSON Schema (for editors)")
     schema.set_defaults(func=cmd_schema)
+
+    report = sub.add_parser("report", help="print the stored report of a run")
+    report.add_argument("run_id", metavar="RUN_ID")
+    report.add_argument("--policy", help="the policy (dag_id), when several have this run id")
+    report.add_argument("--html", action="store_true", help="the HTML report instead")
+    report.add_argument("--path", action="store_true", help="print the file's path only")
+    report.add_argument(
+        "--reports-dir", help="default: $CONVOY_REPORTS_DIR or $AIRFLOW_HOME/convoy-reports"
+    )
+    report.set_defaults(func=cmd_report)
 
     render = sub.add_parser("render", help="render Kubernetes manifests for a policy")
     render_sub = render.add_subparsers(dest="what", parser_class=_Parser, metavar="WHAT")

@@ -126,3 +126,31 @@ def test_console_script_never_shows_a_traceback(bad: Path) -> None:
     assert result.returncode == EXIT_INVALID
     assert "Traceback" not in result.stderr
     assert "unknown service 'rediss'" in result.stderr
+
+
+def test_report_prints_a_stored_report(tmp_path: Path) -> None:
+    from convoy.observe.report import build_report, write_report
+
+    report = build_report(
+        policy_name="cli-test",
+        digest="abc",
+        run_id="manual__2026-01-01T00:00:00+00:00",
+        triggered_by="ops",
+        dry_run=False,
+        started=None,
+        finished=None,
+        final_state="success",
+    )
+    md, html = write_report(report, tmp_path)
+    code, out, _ = run("report", report.run_id, "--reports-dir", str(tmp_path))
+    assert code == EXIT_OK
+    assert out == md.read_text()
+    code, out, _ = run("report", report.run_id, "--reports-dir", str(tmp_path), "--html", "--path")
+    assert code == EXIT_OK
+    assert out.strip() == str(html)
+
+
+def test_report_of_unknown_run_exits_1(tmp_path: Path) -> None:
+    code, _, err = run("report", "nope", "--reports-dir", str(tmp_path))
+    assert code == EXIT_INVALID
+    assert "nope" in err

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from convoy.policy import names
+from convoy.policy.expectations import check_expectation
 from convoy.policy.migrations import MigrationFile, scan_migrations
 from convoy.policy.mongo_checks import check_mongo_filter, check_mongo_update
 from convoy.policy.rawdata import flag, mapping, mappings, strings
@@ -201,13 +202,14 @@ def _check_validation(
                 reporter, (*v_path, "collection"), validation.get("collection"), "collection"
             )
         for e_path, entry in mappings((*v_path, "expectations"), validation.get("expectations")):
-            _check_expectation(reporter, e_path, entry, known_expectations)
+            _check_expectation(reporter, e_path, entry, kind, known_expectations)
 
 
 def _check_expectation(
     reporter: Reporter,
     path: FieldPath,
     entry: dict[str, Any],
+    kind: str,
     known: Collection[str] | None,
 ) -> None:
     if len(entry) != 1:
@@ -234,3 +236,12 @@ def _check_expectation(
             f"unknown expectation type '{name}'{names.suggest(name, known)}",
             at_key=True,
         )
+    elif entry[name] is None or isinstance(entry[name], Mapping):
+        # (A non-mapping argument list is already reported by the schema.)
+        # The static catalogue of Great Expectations types and arguments: cheap enough
+        # for DAG parsing (importing GX itself takes seconds).
+        message = check_expectation(
+            name, entry[name], datastore_kind="mongo" if kind == "mongo" else "postgres"
+        )
+        if message:
+            reporter.error((*path, name), message, at_key=True)
