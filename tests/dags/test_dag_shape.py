@@ -50,7 +50,12 @@ def test_dag_attributes(dag: Any, shop: Any) -> None:
 
 def test_schedule_from_policy(write_policy: Callable[..., Path]) -> None:
     loaded = load_policy(write_policy("s.yaml", policy_dict("s", schedule="@daily")))
-    assert build_dag(loaded).schedule == "@daily"
+    from airflow.sdk import CronDataIntervalTimetable
+
+    timetable = build_dag(loaded).timetable
+    # Interval semantics: each scheduled run / backfill covers one full period.
+    assert isinstance(timetable, CronDataIntervalTimetable)
+    assert timetable.expression == "0 0 * * *"
 
 
 def test_trigger_params(dag: Any) -> None:
@@ -171,16 +176,3 @@ def test_datastore_groups_placed_per_plan(write_policy: Callable[..., Path]) -> 
         "rollback.revert_data_early",
     ]
     assert reverts[4] == "rollback.revert_checkout"
-
-
-def test_datastore_stage_reports_missing_engine() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from convoy.airflow import runtime
-
-    class TI:
-        def xcom_pull(self, **_: Any) -> dict[str, Any]:
-            return {"datastores": ["orders"], "dry_run": False, "services": []}
-
-    with pytest.raises(AirflowFailException, match="'postgres' is not implemented yet"):
-        runtime.datastore_stage(datastore="orders", kind="postgres", stage="backup", ti=TI())

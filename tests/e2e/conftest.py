@@ -45,6 +45,9 @@ def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
 
     def write(*, crashloop: bool) -> Any:
         data = yaml.safe_load(DEMO.read_text())
+        # These tests are about the rollout: the demo's datastore needs its own
+        # database and migration files (tests/e2e/test_datastore_e2e.py covers it).
+        data.pop("datastores", None)
         if not crashloop:
             for svc in data["services"]:
                 svc["containers"] = {
@@ -60,3 +63,29 @@ def policy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
 @pytest.fixture
 def run_env() -> dict[str, str]:
     return dict(os.environ)
+
+
+@pytest.fixture
+def pg_database(postgres_server: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
+    """``make(conn_id)``: a fresh database on the embedded server, reachable as ``conn_id``.
+
+    The connection is an ``AIRFLOW_CONN_<ID>`` URI with the server's Unix socket
+    directory as the ``host`` query parameter (what ``server.get_uri()`` gives);
+    returns the psycopg conninfo of the database.
+    """
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    base = str(postgres_server.get_uri())
+
+    def make(conn_id: str) -> str:
+        name = f"e2e_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        uri = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", uri)
+        return uri
+
+    return make

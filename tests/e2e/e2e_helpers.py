@@ -24,4 +24,65 @@ def images(cluster: Any, policy: Any) -> dict[str, dict[str, str]]:
 
 
 def states(dag_run: Any) -> dict[str, str | None]:
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    """Task states of a run; mapped instances as ``<task_id>_<map_index>``."""
+    return {
+        (ti.task_id if ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"): ti.state
+        for ti in dag_run.get_task_instances()
+    }
+
+
+# --------------------------------------------------------------------------- datastores
+
+_MONGO: Any = None
+
+
+def mongomock_client(conn_id: str) -> Any:
+    """``CONVOY_MONGO_CLIENT_FACTORY=e2e_helpers:mongomock_client``: one in-memory server.
+
+    ``dag.test()`` runs every task in this process, so all tasks (and the test)
+    see the same mongomock server; :func:`reset_mongomock` empties it.
+    """
+    global _MONGO
+    import mongomock
+
+    if _MONGO is None:
+        _MONGO = mongomock.MongoClient()
+    return _MONGO
+
+
+def reset_mongomock() -> Any:
+    global _MONGO
+    _MONGO = None
+    return mongomock_client("")
+
+
+def pg_state(conninfo: str, schema: str = "public") -> str:
+    """sha256 over the schema (columns, constraints, indexes) and every row of ``schema``."""
+    import hashlib
+
+    import psycopg
+    from psycopg import sql
+
+    h = hashlib.sha256()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for query in (
+            "SELECT table_name, column_name, data_type, is_nullable, column_default"
+            " FROM information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+            " FROM pg_constraint WHERE connamespace = %s::regnamespace ORDER BY 1, 2",
+            "SELECT tablename, indexname, indexdef FROM pg_indexes"
+            " WHERE schemaname = %s ORDER BY 1, 2",
+        ):
+            h.update(repr(conn.execute(query, (schema,)).fetchall()).encode())
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,)
+        ).fetchall()
+        for (table,) in tables:
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), ''))"
+                    " FROM {} t"
+                ).format(sql.Identifier(schema, table))
+            ).fetchone()
+            h.update(f"{table}={row}".encode())
+    return h.hexdigest()

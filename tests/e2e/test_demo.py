@@ -1,4 +1,4 @@
-"""`make demo` end to end: the demo policy fails in its last wave and rolls back."""
+"""`make demo` end to end: the demo policy fails in its last wave and rolls back data and images."""
 
 from __future__ import annotations
 
@@ -35,3 +35,9 @@ def test_demo_runs_fails_as_designed_and_restores_every_image(
     assert "| failed | success |" in report
     assert "failed rollouts: checkout; reverted after success: 6 service(s)" in result.stdout
     assert "wave" in result.stdout.lower()
+    # The orders datastore was migrated and back-filled, then reverted to identical data.
+    assert "| orders | 1, 2 | 2, 1 | 300000 | success | yes |" in report
+    assert "data restored: yes" in result.stdout
+    if not os.environ.get("MONGO_URI"):
+        assert "MongoDB datastore 'catalog'" in report
+        assert "skipped, MONGO_URI is not set" in report

@@ -68,3 +68,31 @@ def datastore_group_id(name: str) -> str:
 
 def revert_data_task_id(name: str) -> str:
     return f"revert_data_{name}"
+
+
+#: Environment variable naming a ``module:function`` that returns a pymongo-compatible
+#: client for a connection id (tests point it at a mongomock client). Unset: ``MongoHook``.
+MONGO_CLIENT_FACTORY_ENV = "CONVOY_MONGO_CLIENT_FACTORY"
+#: Environment variable: directory for per-run artifacts (validation results).
+RUNS_DIR_ENV = "CONVOY_RUNS_DIR"
+#: Environment variable: at most this many key-range partitions per transform (default 4).
+MAX_PARTITIONS_ENV = "CONVOY_MAX_PARTITIONS"
+DEFAULT_MAX_PARTITIONS = 4
+
+
+def max_partitions() -> int:
+    raw = os.environ.get(MAX_PARTITIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PARTITIONS
+    value = int(raw)
+    if not 1 <= value <= 256:
+        raise ValueError(f"{MAX_PARTITIONS_ENV}={raw!r}: expected 1..256")
+    return value
+
+
+def partitions_task_id(transform: str) -> str:
+    return f"partitions_{transform}"
+
+
+def transform_task_id(transform: str) -> str:
+    return f"transform_{transform}"

@@ -3,7 +3,8 @@
 Shape (task ids)::
 
     preflight
-      -> datastore_<name>.{backup,migrate,transform,validate}   (after: [])
+      -> datastore_<name>.backup -> migrate -> partitions_<t> -> transform_<t> (mapped) ...
+         -> validate                                              (after: [])
       -> wave_0.rollout_<svc> ... -> datastore groups placed after wave n -> wave_n+1 ...
       -> report -> outcome
     rollback.gate (all_done over every step) -> rollback.revert_data_<ds> (newest first)
@@ -13,13 +14,14 @@ Shape (task ids)::
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 
-from convoy.airflow import config, pods, runtime
+from convoy.airflow import assets, config, datastores, pods, runtime
 from convoy.plan import (
     BEFORE_ROLLOUT,
     DatastorePhase,
@@ -72,6 +74,25 @@ def trigger_params(plan: Plan) -> dict[str, Param]:
     }
 
 
+def schedule(policy: Policy) -> Any:
+    """The policy's ``schedule`` with *data-interval* semantics for cron expressions and presets.
+
+    Airflow 3 turns a cron string into a ``CronTriggerTimetable`` whose runs have
+    an empty data interval (start == end) unless ``create_cron_data_intervals``
+    is set. Transforms filter on ``{{ data_interval_start }}``/``{{ data_interval_end }}``
+    so each scheduled run and backfill processes its own period exactly once:
+    convoy always uses ``CronDataIntervalTimetable`` (UTC), i.e. the run for
+    ``[start, end)`` starts once ``end`` has passed. ``null``/``@once``/``@continuous``
+    are passed through.
+    """
+    value = policy.schedule
+    if value is None or value in ("@once", "@continuous"):
+        return value
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(value, timezone="UTC")
+
+
 def doc_md(loaded: LoadedPolicy, plan: Plan) -> str:
     policy = loaded.policy
     return (
@@ -100,13 +121,19 @@ class _Builder:
         self.plan = plan
         self.settings = loaded.policy.kubernetes
         self.mode = config.execution_mode(loaded.policy)
+        self.policy_path = str(loaded.path.resolve())
+        self.datastores = {ds.name: ds for ds in loaded.policy.datastores}
         self.apply_ids: dict[str, str] = {}
         self.datastore_ids: list[str] = []
+        self.group_ids: dict[str, list[str]] = {}
+        self.mapped_ids: list[str] = []
 
     # -- forward path ------------------------------------------------------------
     def rollout_task(self, step: RolloutStep) -> Task:
         if self.mode == "kubernetes":
-            return pods.rollout_pod(self.plan, self.settings, step)
+            pod = pods.rollout_pod(self.plan, self.settings, step)
+            pod.outlets = assets.workload_assets(step)
+            return pod
         return PythonOperator(
             task_id=config.rollout_task_id(step.service),
             python_callable=runtime.rollout_local,
@@ -118,28 +145,74 @@ class _Builder:
             },
             trigger_rule="none_failed",
             pool=config.ROLLOUT_POOL,
+            outlets=assets.workload_assets(step),
         )
+
+    def _stage_task(self, phase: DatastorePhase, stage: str, **extra: Any) -> Task:
+        callables = {
+            "backup": datastores.backup,
+            "migrate": datastores.migrate,
+            "validate": datastores.validate,
+        }
+        task = PythonOperator(
+            task_id=stage,
+            python_callable=callables[stage],
+            op_kwargs={"policy_path": self.policy_path, "datastore": phase.datastore},
+            trigger_rule="none_failed",
+            **extra,
+        )
+        return task
+
+    def _transform_tasks(self, phase: DatastorePhase) -> list[Task]:
+        """``partitions_<t> -> transform_<t>`` (mapped over the partitions), per transform."""
+        ds = self.datastores[phase.datastore]
+        tasks: list[Task] = []
+        for t in ds.transforms:
+            kwargs = {
+                "policy_path": self.policy_path,
+                "datastore": phase.datastore,
+                "transform": t.name,
+            }
+            parts = PythonOperator(
+                task_id=config.partitions_task_id(t.name),
+                python_callable=datastores.partitions,
+                op_kwargs=kwargs,
+                trigger_rule="none_failed",
+            )
+            # One task instance per key range; an empty list expands to nothing
+            # (the mapped task is skipped and none_failed lets the next stage run).
+            mapped = PythonOperator.partial(
+                task_id=config.transform_task_id(t.name),
+                python_callable=datastores.transform,
+                op_kwargs=kwargs,
+                trigger_rule="none_failed",
+                outlets=assets.transform_assets(ds, t.name),
+            ).expand(op_args=parts.output)
+            self.mapped_ids.append(mapped.task_id)
+            tasks += [parts, mapped]
+        return tasks
 
     def datastore_group(self, phase: DatastorePhase) -> TaskGroup | None:
         if not phase.steps:
             return None
+        ds = self.datastores[phase.datastore]
+        ids: list[str] = []
         with TaskGroup(config.datastore_group_id(phase.datastore)) as group:
-            previous: Task | None = None
+            chain: list[Task] = []
             for ds_step in phase.steps:
-                task = PythonOperator(
-                    task_id=ds_step.stage,
-                    python_callable=runtime.datastore_stage,
-                    op_kwargs={
-                        "datastore": phase.datastore,
-                        "kind": phase.type,
-                        "stage": ds_step.stage,
-                    },
-                    trigger_rule="none_failed",
-                )
-                self.datastore_ids.append(task.task_id)
-                if previous is not None:
-                    previous >> task
-                previous = task
+                if ds_step.stage == "transform":
+                    chain += self._transform_tasks(phase)
+                elif ds_step.stage == "migrate":
+                    chain.append(
+                        self._stage_task(phase, "migrate", outlets=assets.datastore_assets(ds))
+                    )
+                else:
+                    chain.append(self._stage_task(phase, ds_step.stage))
+            for upstream, downstream in itertools.pairwise(chain):
+                upstream >> downstream
+            ids = [task.task_id for task in chain]
+        self.datastore_ids += ids
+        self.group_ids[phase.datastore] = ids
         return group
 
     def forward(self, preflight: Task) -> list[Any]:
@@ -191,7 +264,7 @@ class _Builder:
             gate = PythonOperator(
                 task_id=config.ROLLBACK_GATE,
                 python_callable=runtime.rollback_gate,
-                op_kwargs={"watched": watched},
+                op_kwargs={"watched": watched, "mapped": list(self.mapped_ids)},
                 trigger_rule="all_done",
                 retries=0,
             )
@@ -204,9 +277,15 @@ class _Builder:
                 if isinstance(undo, RevertDataStep):
                     task = PythonOperator(
                         task_id=config.revert_data_task_id(undo.datastore),
-                        python_callable=runtime.revert_datastore,
-                        op_kwargs={"datastore": undo.datastore, "kind": undo.type},
+                        python_callable=datastores.revert,
+                        op_kwargs={
+                            "policy_path": self.policy_path,
+                            "datastore": undo.datastore,
+                            "stage_task_ids": self.group_ids.get(undo.datastore, []),
+                            "mapped_task_ids": list(self.mapped_ids),
+                        },
                         trigger_rule="none_skipped",
+                        pool=config.ROLLBACK_POOL,
                     )
                     task.set_upstream(last)
                     last = [task]
@@ -236,7 +315,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         dag_id=policy.metadata.name,
         description=policy.metadata.description or None,
         doc_md=doc_md(loaded, plan),
-        schedule=policy.schedule,
+        schedule=schedule(policy),
         start_date=start,
         catchup=False,
         max_active_runs=1,
@@ -261,7 +340,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         report = PythonOperator(
             task_id=config.REPORT,
             python_callable=runtime.report,
-            op_kwargs={"steps": steps, "reverts": reverts},
+            op_kwargs={"steps": steps, "reverts": reverts, "mapped": builder.mapped_ids},
             trigger_rule="all_done",
             retries=0,
         )

@@ -7,8 +7,12 @@ and engine modules are imported lazily: parsing a DAG file never needs them.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -228,35 +232,6 @@ def revert_local(
     return {"service": service, "reverted": True, "images": previous, "result": data}
 
 
-# --------------------------------------------------------------------------- datastores
-
-
-def datastore_stage(*, datastore: str, kind: str, stage: str, **context: Any) -> dict[str, Any]:
-    """One datastore stage; engines arrive with later issues (see ``convoy.engines``)."""
-    chosen = selection(context)
-    if datastore not in chosen["datastores"]:
-        raise AirflowSkipException(f"datastore {datastore!r} not part of this run")
-    from convoy.engines import EngineUnavailable, get_engine
-
-    try:
-        factory = get_engine(kind)
-    except EngineUnavailable as exc:
-        raise AirflowFailException(str(exc)) from exc
-    engine = factory(datastore=datastore, context=context)
-    result = getattr(engine, stage)(dry_run=bool(chosen["dry_run"]))
-    return dict(result)
-
-
-def revert_datastore(*, datastore: str, kind: str, **context: Any) -> dict[str, Any]:
-    from convoy.engines import EngineUnavailable, get_engine
-
-    try:
-        factory = get_engine(kind)
-    except EngineUnavailable as exc:
-        raise AirflowFailException(str(exc)) from exc
-    return dict(factory(datastore=datastore, context=context).revert(dry_run=False))
-
-
 # --------------------------------------------------------------------------- gates / report
 
 
@@ -267,24 +242,57 @@ def run_states(context: Mapping[str, Any]) -> dict[str, str | None]:
     return {k: (str(v) if v is not None else None) for k, v in states.get(run_id, {}).items()}
 
 
-def rollback_gate(*, watched: list[str], **context: Any) -> list[str]:
+def states_of(
+    states: Mapping[str, str | None], task_id: str, *, mapped: bool = False
+) -> list[str | None]:
+    """States of ``task_id``; for a mapped task, of each instance (``<task_id>_<index>``).
+
+    A mapped task that expanded to nothing has a single unmapped instance (skipped).
+    """
+    if mapped:
+        pattern = re.compile(re.escape(task_id) + r"_\d+")
+        found = [s for k, s in states.items() if pattern.fullmatch(k)]
+        if found:
+            return found
+    return [states.get(task_id)]
+
+
+def rollback_gate(
+    *, watched: list[str], mapped: list[str] | None = None, **context: Any
+) -> list[str]:
     """Open the rollback (return failed steps) only if a rollout/datastore step failed."""
     states = run_states(context)
-    failed = sorted(t for t in watched if states.get(t) == "failed")
+    expanded = set(mapped or ())
+    failed = sorted(t for t in watched if "failed" in states_of(states, t, mapped=t in expanded))
     if not failed:
         raise AirflowSkipException("no rollout or datastore step failed: nothing to roll back")
     log.warning("rolling back because these steps failed: %s", ", ".join(failed))
     return failed
 
 
-def report(*, steps: list[str], reverts: list[str], **context: Any) -> dict[str, Any]:
+def _plain(value: Any) -> Any:
+    """XCom of a mapped task (a lazy sequence) as a list; other values as they are."""
+    if value is None or isinstance(value, str | int | float | bool | Mapping | list):
+        return value
+    try:
+        return list(value)
+    except TypeError:
+        return str(value)
+
+
+def report(
+    *, steps: list[str], reverts: list[str], mapped: list[str] | None = None, **context: Any
+) -> dict[str, Any]:
     """Short run summary from XCom and task states (the full report is a later issue)."""
     states = run_states(context)
     ti = context["ti"]
+    expanded = set(mapped or ())
     summary: dict[str, Any] = {"steps": {}, "reverts": {}}
     for task_id in steps:
-        result = ti.xcom_pull(task_ids=task_id, key=config.RESULT_KEY)
-        summary["steps"][task_id] = {"state": states.get(task_id), "result": result}
+        result = _plain(ti.xcom_pull(task_ids=task_id, key=config.RESULT_KEY))
+        found = states_of(states, task_id, mapped=task_id in expanded)
+        state = found[0] if len(found) == 1 else ",".join(sorted({str(s) for s in found}))
+        summary["steps"][task_id] = {"state": state, "result": result}
     for task_id in reverts:
         summary["reverts"][task_id] = {
             "state": states.get(task_id),
@@ -292,7 +300,20 @@ def report(*, steps: list[str], reverts: list[str], **context: Any) -> dict[str,
         }
     for task_id, entry in {**summary["steps"], **summary["reverts"]}.items():
         log.info("%-40s %s", task_id, entry["state"])
+    write_report_file(ti.dag_id, str(context["run_id"]), summary)
     return summary
+
+
+def write_report_file(dag_id: str, run_id: str, summary: Mapping[str, Any]) -> Path | None:
+    """Write ``$CONVOY_RUNS_DIR/<dag>/<run>/report.json`` if that is set (the demo reads it)."""
+    root = os.environ.get(config.RUNS_DIR_ENV)
+    if not root:
+        return None
+    path = Path(root) / dag_id / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id) / "report.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"dagId": dag_id, "runId": run_id, **summary}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    return path
 
 
 def outcome(**context: Any) -> str:

@@ -1,0 +1,323 @@
+"""Task callables of the datastore groups and of their rollback.
+
+``datastore_<name>``: ``backup -> migrate -> partitions_<t> -> transform_<t>
+(mapped over the partitions) ... -> validate``; ``rollback.revert_data_<name>``.
+
+Each task reloads the policy (``policy_path``; preflight already checked it
+still matches the DAG), builds the engine from the datastore's Airflow
+connection and a :class:`~convoy.engines.base.RunContext` from the Airflow
+context, calls one engine stage and returns its ``to_dict()`` (also pushed
+under the XCom key ``result``). Connection strings and clients never reach a
+log line, XCom or the report: engines log DSNs redacted and results carry no
+credentials. Engine and provider modules are imported lazily.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from convoy.airflow import config, runtime
+from convoy.engines.base import DatastoreEngine, Partition, RunContext
+from convoy.policy.loader import load_policy
+from convoy.policy.models import MongoDatastore, PostgresDatastore
+
+log = logging.getLogger(__name__)
+
+Datastore = PostgresDatastore | MongoDatastore
+
+#: States meaning "this task did (or tried to do) something in this run".
+RAN_STATES = frozenset({"success", "failed", "up_for_retry", "running"})
+#: Engine errors left to Airflow's retries (another writer, throttling); others fail at once.
+RETRIABLE_ERRORS = frozenset({"LockTimeout", "Throttled", "LockLost"})
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def postgres_conninfo(conn_id: str) -> str:
+    """psycopg conninfo of an Airflow connection, as ``PostgresHook.get_conn`` would connect.
+
+    Host, port, login, password, database (``schema``) plus the connection's
+    extras (``sslmode``, a Unix-socket ``host``, ...), minus the hook's own
+    options. Never log the result.
+    """
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from psycopg.conninfo import make_conninfo
+
+    hook = PostgresHook(postgres_conn_id=conn_id)
+    conn = hook.get_connection(conn_id)
+    args: dict[str, Any] = {
+        "host": conn.host,
+        "port": conn.port,
+        "user": conn.login,
+        "password": conn.password,
+        "dbname": conn.schema,
+    }
+    for key, value in conn.extra_dejson.items():
+        if key not in hook.ignored_extra_options:
+            args[key] = value
+    return make_conninfo("", **{k: v for k, v in args.items() if v not in (None, "")})
+
+
+def _hook_mongo_client(conn_id: str) -> Any:
+    from airflow.providers.mongo.hooks.mongo import MongoHook
+
+    return MongoHook(mongo_conn_id=conn_id).get_conn()
+
+
+def _load_factory(spec: str) -> Callable[[str], Any]:
+    module, sep, attr = spec.partition(":")
+    if not sep:
+        module, _, attr = spec.rpartition(".")
+    if not module or not attr:
+        raise AirflowFailException(
+            f"{config.MONGO_CLIENT_FACTORY_ENV}={spec!r}: expected 'module:function'"
+        )
+    factory = getattr(importlib.import_module(module), attr)
+    if not callable(factory):
+        raise AirflowFailException(f"{config.MONGO_CLIENT_FACTORY_ENV}={spec!r} is not callable")
+    return factory  # type: ignore[no-any-return]
+
+
+def mongo_client(conn_id: str) -> Any:
+    """A pymongo-compatible client for ``conn_id``.
+
+    ``MongoHook(mongo_conn_id=conn_id).get_conn()`` unless
+    ``CONVOY_MONGO_CLIENT_FACTORY=module:function`` names another factory
+    (called with the connection id; the tests use a mongomock client).
+    """
+    spec = os.environ.get(config.MONGO_CLIENT_FACTORY_ENV, "").strip()
+    factory = _load_factory(spec) if spec else _hook_mongo_client
+    return factory(conn_id)
+
+
+# --------------------------------------------------------------------------- context
+
+
+def load_datastore(policy_path: str, name: str) -> tuple[str, Datastore, Path]:
+    """(policy name, datastore model, policy directory) from the policy file."""
+    loaded = load_policy(policy_path)
+    for ds in loaded.policy.datastores:
+        if ds.name == name:
+            return loaded.policy.metadata.name, ds, loaded.path.resolve().parent
+    raise AirflowFailException(f"datastore {name!r} is no longer in {policy_path}")
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"not a datetime: {value!r}")
+    # pendulum.DateTime -> plain aware datetime (binds as timestamptz everywhere)
+    return dt.datetime.fromisoformat(value.isoformat()).astimezone(dt.UTC)
+
+
+def _task_log(message: str) -> None:
+    log.info("%s", message)
+
+
+def run_context(
+    policy_name: str, ds: Datastore, base_dir: Path, context: Mapping[str, Any]
+) -> RunContext:
+    return RunContext(
+        policy_name=policy_name,
+        run_id=str(context["run_id"]),
+        datastore=ds,
+        base_dir=base_dir,
+        data_interval_start=_utc(context.get("data_interval_start")),
+        data_interval_end=_utc(context.get("data_interval_end")),
+        log=_task_log,
+    )
+
+
+def build_engine(ds: Datastore) -> DatastoreEngine:
+    """The engine of ``ds`` connected through its Airflow connection."""
+    from convoy.engines import EngineUnavailable, get_engine
+
+    try:
+        factory = get_engine(ds.type)
+    except EngineUnavailable as exc:
+        raise AirflowFailException(str(exc)) from exc
+    if isinstance(ds, PostgresDatastore):
+        return factory(postgres_conninfo(ds.conn_id))
+    return factory(mongo_client(ds.conn_id), ds.database)
+
+
+class _Stage:
+    """What every stage task needs: selection, datastore, context, engine."""
+
+    def __init__(self, policy_path: str, datastore: str, context: Mapping[str, Any]) -> None:
+        chosen = runtime.selection(context)
+        if datastore not in chosen["datastores"]:
+            raise AirflowSkipException(f"datastore {datastore!r} not part of this run")
+        self.dry_run = bool(chosen["dry_run"])
+        self.policy_name, self.ds, self.base_dir = load_datastore(policy_path, datastore)
+        self.ctx = run_context(self.policy_name, self.ds, self.base_dir, context)
+        self.context = context
+
+    def engine(self) -> DatastoreEngine:
+        return build_engine(self.ds)
+
+    def done(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.context["ti"].xcom_push(key=config.RESULT_KEY, value=data)
+        return data
+
+
+def _fail_deterministic(what: str, exc: Exception) -> None:
+    """Engine refusals (checksums, unsafe input, failed migration...) are not retried."""
+    from convoy.engines.errors import EngineError
+
+    if isinstance(exc, EngineError) and type(exc).__name__ not in RETRIABLE_ERRORS:
+        raise AirflowFailException(f"{what}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def backup(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any]:
+    stage = _Stage(policy_path, datastore, context)
+    try:
+        result = stage.engine().backup(stage.ctx, dry_run=stage.dry_run)
+    except Exception as exc:
+        _fail_deterministic(f"backup of {datastore}", exc)
+        raise
+    return stage.done(result.to_dict())
+
+
+def migrate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any]:
+    stage = _Stage(policy_path, datastore, context)
+    try:
+        result = stage.engine().migrate(stage.ctx, dry_run=stage.dry_run)
+    except Exception as exc:
+        _fail_deterministic(f"migrations of {datastore}", exc)
+        raise
+    return stage.done(result.to_dict())
+
+
+def partitions(
+    *, policy_path: str, datastore: str, transform: str, **context: Any
+) -> list[list[dict[str, Any]]]:
+    """Key ranges of one transform, as the ``op_args`` of each mapped transform task."""
+    stage = _Stage(policy_path, datastore, context)
+    try:
+        parts = stage.engine().partitions(stage.ctx, transform, config.max_partitions())
+    except Exception as exc:
+        if stage.dry_run:
+            # A dry run did not apply the migrations the transform may need.
+            log.warning("%s/%s: dry run cannot partition yet: %s", datastore, transform, exc)
+            return []
+        _fail_deterministic(f"partitions of {datastore}/{transform}", exc)
+        raise
+    log.info("%s/%s: %d partition(s)", datastore, transform, len(parts))
+    return [[p.to_dict()] for p in parts]
+
+
+def transform(
+    partition: Mapping[str, Any] | None,
+    *,
+    policy_path: str,
+    datastore: str,
+    transform: str,
+    **context: Any,
+) -> dict[str, Any]:
+    """One mapped instance: the transform over one key range."""
+    stage = _Stage(policy_path, datastore, context)
+    part = Partition.from_dict(partition) if partition else None
+    try:
+        result = stage.engine().transform(stage.ctx, transform, part, dry_run=stage.dry_run)
+    except Exception as exc:
+        _fail_deterministic(f"transform {datastore}/{transform}", exc)
+        raise
+    return stage.done(result.to_dict())
+
+
+def run_dir(policy_name: str, run_id: str, datastore: str) -> Path:
+    root = os.environ.get(config.RUNS_DIR_ENV) or str(Path(tempfile.gettempdir()) / "convoy-runs")
+    safe_run = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    path = Path(root) / policy_name / safe_run / datastore
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def validate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any]:
+    """Hand-off to ``convoy.validation``; blocking failures fail the task (rollback runs)."""
+    stage = _Stage(policy_path, datastore, context)
+    try:
+        from convoy.validation import validate_datastore  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("convoy.validation",):
+            raise
+        log.info("validation layer not installed")
+        raise AirflowSkipException("validation layer not installed") from exc
+    kwargs: dict[str, Any] = {}
+    if isinstance(stage.ds, PostgresDatastore):
+        kwargs["conninfo"] = postgres_conninfo(stage.ds.conn_id)
+    else:
+        kwargs["mongo_client"] = mongo_client(stage.ds.conn_id)
+    report = validate_datastore(
+        stage.ds,
+        run_dir=run_dir(stage.policy_name, stage.ctx.run_id, datastore),
+        log=_task_log,
+        **kwargs,
+    )
+    data = dict(report.to_dict())
+    data["dryRun"] = stage.dry_run
+    stage.done(data)
+    failures = list(report.blocking_failures)
+    if failures and not stage.dry_run:
+        listed = "; ".join(str(f) for f in failures)
+        raise AirflowFailException(f"validation of {datastore} failed: {listed}")
+    if failures:
+        log.warning("dry run: validation of %s would fail: %s", datastore, failures)
+    return data
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def revert(
+    *,
+    policy_path: str,
+    datastore: str,
+    stage_task_ids: list[str],
+    mapped_task_ids: list[str],
+    **context: Any,
+) -> dict[str, Any]:
+    """Undo what this run did to the datastore (undo files, else the backup).
+
+    A no-op (never a skip: it would cascade to older reverts) when the gate
+    did not open, in a dry run, or when no stage of the datastore ran.
+    Idempotent: a second revert of the same run finds nothing to do.
+    """
+    if not runtime.rollback_open(context):
+        return {"datastore": datastore, "reverted": False, "reason": "rollback not requested"}
+    states = runtime.run_states(context)
+    mapped = set(mapped_task_ids)
+    ran = [
+        t
+        for t in stage_task_ids
+        if RAN_STATES.intersection(runtime.states_of(states, t, mapped=t in mapped))
+    ]
+    if not ran:
+        log.info("%s: no step ran in this run: nothing to revert", datastore)
+        return {"datastore": datastore, "reverted": False, "reason": "no step ran in this run"}
+    policy_name, ds, base_dir = load_datastore(policy_path, datastore)
+    ctx = run_context(policy_name, ds, base_dir, context)
+    try:
+        result = build_engine(ds).revert(ctx, dry_run=False)
+    except Exception as exc:
+        _fail_deterministic(f"revert of {datastore}", exc)
+        raise
+    data = {"datastore": datastore, "reverted": True, "result": result.to_dict()}
+    context["ti"].xcom_push(key=config.RESULT_KEY, value=data)
+    return data
