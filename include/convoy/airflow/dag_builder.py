@@ -20,6 +20,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
+from airflow.sdk.definitions.param import ParamsDict
 
 from convoy.airflow import assets, config, datastores, pods, runtime
 from convoy.plan import (
@@ -321,7 +322,6 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         max_active_runs=1,
         tags=sorted({"convoy", *policy.metadata.tags}),
         default_args=default_args(policy),
-        params=trigger_params(plan),
         render_template_as_native_obj=False,
     ) as dag:
         builder.dag = dag
@@ -352,4 +352,9 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
             retries=0,
         )
         report >> final
+    # The trigger form's params are attached once the tasks exist: Airflow
+    # deep-copies the DAG's params into every operator at every wrapped
+    # ``__init__`` level (a third of the DAG file's parse time), while at run time
+    # the task's params are merged with the DAG's anyway (``process_params``).
+    dag.params = ParamsDict(trigger_params(plan))
     return dag
