@@ -393,6 +393,8 @@ def run(repo: Path) -> int:
     report = workdir / "report.md"
     print(_report(report, outcomes, result.returncode, restored, datastores, [mongo_line]))
     _say(f"report: {report.resolve()}")
+    if run_report.get("reportHtml"):
+        _say(f"run report (HTML): {run_report['reportHtml']}")
     _say(f"full log: {log.resolve()}")
     failed = [o.name for o in outcomes if o.rollout_state == "failed"]
     rolled_out = [o for o in outcomes if o.rollout_state == "success"]

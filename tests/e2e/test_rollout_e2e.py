@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +32,12 @@ def test_happy_path_updates_every_service(cluster: Any, policy_dir: Callable[...
 
 
 def test_failure_in_last_wave_rolls_everything_back(
-    cluster: Any, policy_dir: Callable[..., Any]
+    cluster: Any,
+    policy_dir: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("CONVOY_REPORTS_DIR", str(tmp_path / "reports"))
     loaded = policy_dir(crashloop=True)
     seeded = cluster.seed_from_policy(loaded.policy, previous_tag=PREVIOUS)
     run = load_dag("shop-demo").test()
@@ -45,6 +50,16 @@ def test_failure_in_last_wave_rolls_everything_back(
     assert got["outcome"] == "failed"
     # Waves 0-1 were rolled out and the failed wave 2 was partly applied: all back exactly.
     assert images(cluster, loaded.policy) == seeded
+    # The run report names the failed service and what was reverted.
+    (md,) = (tmp_path / "reports" / "shop-demo").glob("*/report.md")
+    text = md.read_text()
+    assert "**Final state: FAILED - rolled back**" in text
+    checkout = next(line for line in text.splitlines() if line.startswith("| `checkout` |"))
+    assert "| failed |" in checkout
+    assert "| yes |" in checkout
+    assert "image checkout:" in text
+    assert "reverted" in text.lower()
+    assert (md.parent / "report.html").is_file()
 
 
 def test_service_subset_runs_only_it_and_its_dependencies(

@@ -34,6 +34,7 @@ __all__ = [
     "alert_payload",
     "deadline_alert",
     "deadline_missed",
+    "lazy_notifiers",
     "notifier_for",
     "notifiers_for",
 ]
@@ -111,6 +112,40 @@ def notifiers_for(
 ) -> list[BaseNotifier]:
     """Notifiers for one ``alerts.on*`` list. ``ValueError`` names the bad entry."""
     return [notifier_for(entry, policy=policy, event=event) for entry in entries]
+
+
+class LazyNotifiers:
+    """A DAG/task callback sending to ``entries``, resolved when it fires.
+
+    The entries' syntax is checked at build time (``ValueError`` naming the
+    entry); connection ids are only looked up when an alert is sent, so a
+    connection that is missing while the DAG file is parsed never breaks the
+    DAG. Sending never raises: a broken target is logged and the others still
+    get the alert.
+    """
+
+    def __init__(
+        self, entries: Sequence[str], *, policy: str | None, event: AlertEvent | None = None
+    ) -> None:
+        for entry in entries:
+            parse_alert_target(entry)
+        self.entries = tuple(entries)
+        self.policy = policy
+        self.event = event
+
+    def __call__(self, context: Any) -> None:
+        for entry in self.entries:
+            try:
+                notifier_for(entry, policy=self.policy, event=self.event)(context)
+            except Exception:
+                log.exception("alert via %s failed", parse_alert_target(entry).describe())
+
+
+def lazy_notifiers(
+    entries: Sequence[str], *, policy: str | None = None, event: AlertEvent | None = None
+) -> LazyNotifiers | None:
+    """:class:`LazyNotifiers` for one ``alerts.on*`` list, ``None`` when it is empty."""
+    return LazyNotifiers(entries, policy=policy, event=event) if entries else None
 
 
 def deadline_alert(minutes: int, *, policy: str, targets: Sequence[str]) -> Any:

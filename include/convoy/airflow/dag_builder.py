@@ -22,7 +22,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
-from convoy.airflow import assets, config, datastores, pods, runtime
+from convoy.airflow import alerts, assets, config, datastores, pods, runtime
 from convoy.plan import (
     BEFORE_ROLLOUT,
     DatastorePhase,
@@ -41,6 +41,7 @@ Task = Any  # an Airflow operator
 
 def default_args(policy: Policy) -> dict[str, Any]:
     return {
+        "on_failure_callback": runtime.step_failure_callback,
         "owner": policy.metadata.owner,
         "retries": config.RETRIES,
         "retry_delay": config.RETRY_DELAY,
@@ -312,6 +313,13 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
     plan = plan or build_plan(loaded)
     builder = _Builder(loaded, plan)
     start = dt.datetime.combine(policy.start_date, dt.time(), tzinfo=dt.UTC)
+    name = policy.metadata.name
+    a = policy.alerts
+    extra: dict[str, Any] = {}
+    if a.deadline_minutes:
+        extra["deadline"] = alerts.deadline_alert(
+            a.deadline_minutes, policy=name, targets=a.on_failure
+        )
     with DAG(
         dag_id=policy.metadata.name,
         description=policy.metadata.description or None,
@@ -323,6 +331,10 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         tags=sorted({"convoy", *policy.metadata.tags}),
         default_args=default_args(policy),
         render_template_as_native_obj=False,
+        # Resolved when they fire: a connection missing at parse time never breaks the DAG.
+        on_failure_callback=alerts.lazy_notifiers(a.on_failure, policy=name),
+        on_success_callback=alerts.lazy_notifiers(a.on_success, policy=name),
+        **extra,
     ) as dag:
         builder.dag = dag
         preflight = PythonOperator(
@@ -340,7 +352,14 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         report = PythonOperator(
             task_id=config.REPORT,
             python_callable=runtime.report,
-            op_kwargs={"steps": steps, "reverts": reverts, "mapped": builder.mapped_ids},
+            op_kwargs={
+                "steps": steps,
+                "reverts": reverts,
+                "mapped": builder.mapped_ids,
+                "services": dict(builder.apply_ids),
+                "datastores": {k: list(v) for k, v in builder.group_ids.items()},
+                "on_rollback": list(a.on_rollback),
+            },
             trigger_rule="all_done",
             retries=0,
         )

@@ -28,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from convoy.airflow import config, runtime
 from convoy.engines.base import DatastoreEngine, Partition, RunContext
+from convoy.observe import metrics
 from convoy.policy.loader import load_policy
 from convoy.policy.models import MongoDatastore, PostgresDatastore
 
@@ -201,7 +202,11 @@ def migrate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, An
     except Exception as exc:
         _fail_deterministic(f"migrations of {datastore}", exc)
         raise
-    return stage.done(result.to_dict())
+    data = stage.done(result.to_dict())
+    if not stage.dry_run:
+        applied = [m for m in data.get("applied") or () if m.get("status") == "applied"]
+        metrics.migrations_applied(stage.policy_name, datastore, len(applied))
+    return data
 
 
 def partitions(
@@ -238,7 +243,37 @@ def transform(
     except Exception as exc:
         _fail_deterministic(f"transform {datastore}/{transform}", exc)
         raise
-    return stage.done(result.to_dict())
+    data = stage.done(result.to_dict())
+    _transform_done(stage, transform, data)
+    return data
+
+
+def _transform_done(stage: _Stage, transform: str, data: Mapping[str, Any]) -> None:
+    """Final ``progress`` XCom and the transform metrics of one mapped instance."""
+    rows = int(data.get("rows_done") or 0)
+    elapsed = float(data.get("elapsed_s") or 0.0)
+    rate = rows / elapsed if elapsed > 0 else None
+    matching = data.get("rows_matching")
+    label = f"{stage.ds.name}/{transform}"
+    if data.get("partition"):
+        label += f" [{data['partition']}]"
+    runtime.push_progress(
+        stage.context["ti"],
+        done=rows,
+        total=None if matching is None else int(matching),
+        unit="rows",
+        rate=rate,
+        eta_seconds=0,
+        label=label,
+    )
+    if stage.dry_run:
+        return
+    name, ds = stage.policy_name, stage.ds.name
+    metrics.rows_transformed(name, ds, transform, rows)
+    if rate is not None:
+        metrics.transform_rate(name, ds, transform, rate)
+    if matching is not None:
+        metrics.transform_rows_expected(name, ds, transform, int(matching))
 
 
 def run_dir(policy_name: str, run_id: str, datastore: str) -> Path:
@@ -273,6 +308,9 @@ def validate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, A
     data = dict(report.to_dict())
     data["dryRun"] = stage.dry_run
     stage.done(data)
+    outcomes = [o for o in data.get("outcomes") or () if isinstance(o, Mapping)]
+    passed = sum(1 for o in outcomes if o.get("success"))
+    metrics.validation_expectations(stage.policy_name, datastore, passed, len(outcomes) - passed)
     failures = list(report.blocking_failures)
     if failures and not stage.dry_run:
         listed = "; ".join(str(f) for f in failures)

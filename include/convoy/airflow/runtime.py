@@ -7,10 +7,12 @@ and engine modules are imported lazily: parsing a DAG file never needs them.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,89 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from convoy.airflow import config
+from convoy.observe import metrics
 from convoy.plan import build_plan, render_text
 from convoy.policy.loader import load_policy
 
 log = logging.getLogger(__name__)
 
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
+#: XCom key of a long task's latest progress (docs/ui.md).
+PROGRESS_KEY = "progress"
+
+
+# --------------------------------------------------------------------------- observability
+
+
+def policy_name(context: Mapping[str, Any]) -> str:
+    """The policy of the running task (``dag_id`` = ``metadata.name``)."""
+    return str(getattr(context.get("ti"), "dag_id", "") or "")
+
+
+def push_progress(
+    ti: Any,
+    *,
+    done: int,
+    total: int | None,
+    unit: str,
+    rate: float | None,
+    eta_seconds: float | None,
+    label: str,
+) -> None:
+    """XCom ``progress`` for the Upgrades page; never raises."""
+    value = {
+        "done": int(done),
+        "total": None if total is None else int(total),
+        "unit": unit,
+        "rate": None if rate is None else round(float(rate), 3),
+        "eta_seconds": None if eta_seconds is None else round(float(eta_seconds), 1),
+        "label": label,
+    }
+    try:
+        ti.xcom_push(key=PROGRESS_KEY, value=value)
+    except Exception:
+        log.warning("could not push progress %s", value, exc_info=True)
+
+
+def step_kind(task_id: str) -> metrics.StepKind | None:
+    """The ``step_failed`` kind of a task id (``None``: report, outcome, ...)."""
+    if task_id == config.PREFLIGHT:
+        return "preflight"
+    if task_id.startswith(f"{config.ROLLBACK_GROUP}."):
+        return "rollback"
+    leaf = task_id.rsplit(".", 1)[-1]
+    if leaf.startswith("rollout_"):
+        return "rollout"
+    if leaf == "backup":
+        return "backup"
+    if leaf == "migrate":
+        return "migrate"
+    if leaf == "validate":
+        return "validate"
+    if leaf.startswith(("partitions_", "transform_")):
+        return "transform"
+    return None
+
+
+def step_failure_callback(context: Mapping[str, Any]) -> None:
+    """Task ``on_failure_callback`` (every task): ``step_failed(policy, kind)``."""
+    try:
+        kind = step_kind(str(context["ti"].task_id))
+        if kind is not None:
+            metrics.step_failed(policy_name(context), kind)
+    except Exception:
+        log.warning("step failure metric not sent", exc_info=True)
+
+
+def _services_done(context: Mapping[str, Any]) -> int:
+    """Rollout tasks of this run that succeeded (the current one included)."""
+    try:
+        states = run_states(context)
+    except Exception:
+        return 0
+    own = str(getattr(context.get("ti"), "task_id", ""))
+    done = {t for t, s in states.items() if s == "success" and ".rollout_" in t}
+    return len(done | {own})
 
 
 # --------------------------------------------------------------------------- preflight
@@ -52,6 +131,9 @@ def preflight(*, policy_path: str, digest: str, **context: Any) -> dict[str, Any
     dry_run = bool(params.get("dry_run", False))
     log.info("plan digest %s; dry_run=%s; selection %s", digest, dry_run, chosen or "all")
     log.info("plan of this run:\n%s", render_text(selected))
+    name = loaded.policy.metadata.name
+    metrics.services_total(name, len(selected.services))
+    metrics.services_done(name, 0)
     return {
         "digest": digest,
         "mode": mode,
@@ -134,6 +216,7 @@ def rollout_local(
     # Record the images in place before touching anything, so the revert knows
     # them even when the apply fails half-way (and no result is returned).
     ti.xcom_push(key=BEFORE_KEY, value=dict(runner.status(target).images))
+    started = time.monotonic()
     try:
         result = runner.apply(
             target,
@@ -148,7 +231,38 @@ def rollout_local(
     ti.xcom_push(key=config.RESULT_KEY, value=data)
     if _failed(data):
         raise AirflowFailException(f"rollout of {step['service']} failed: {data.get('message')}")
+    _rollout_done(context, step["service"], data, time.monotonic() - started, chosen)
     return data
+
+
+def _rollout_done(
+    context: Mapping[str, Any],
+    service: str,
+    data: Mapping[str, Any],
+    seconds: float,
+    chosen: Mapping[str, Any],
+) -> None:
+    """Metrics and the final ``progress`` of a successful local rollout."""
+    replicas = dict(data.get("replicas") or {})
+    ready = float(data.get("readySeconds") or 0.0)
+    desired = replicas.get("desired")
+    done = int(replicas.get("ready") or 0)
+    push_progress(
+        context["ti"],
+        done=done,
+        total=None if desired is None else int(desired),
+        unit="replicas",
+        rate=done / ready if ready > 0 else None,
+        eta_seconds=0,
+        label=service,
+    )
+    if chosen.get("dry_run"):
+        return
+    name = policy_name(context)
+    metrics.service_rolled_out(name, service)
+    metrics.rollout_duration(name, service, seconds)
+    metrics.readiness_wait(name, service, ready)
+    metrics.services_done(name, _services_done(context))
 
 
 BEFORE_KEY = "before"
@@ -267,6 +381,9 @@ def rollback_gate(
     if not failed:
         raise AirflowSkipException("no rollout or datastore step failed: nothing to roll back")
     log.warning("rolling back because these steps failed: %s", ", ".join(failed))
+    chosen = context["ti"].xcom_pull(task_ids=config.PREFLIGHT)
+    if not (isinstance(chosen, Mapping) and chosen.get("dry_run")):
+        metrics.rollback(policy_name(context), "started")
     return failed
 
 
@@ -281,9 +398,16 @@ def _plain(value: Any) -> Any:
 
 
 def report(
-    *, steps: list[str], reverts: list[str], mapped: list[str] | None = None, **context: Any
+    *,
+    steps: list[str],
+    reverts: list[str],
+    mapped: list[str] | None = None,
+    services: Mapping[str, str] | None = None,
+    datastores: Mapping[str, list[str]] | None = None,
+    on_rollback: list[str] | None = None,
+    **context: Any,
 ) -> dict[str, Any]:
-    """Short run summary from XCom and task states (the full report is a later issue)."""
+    """Run summary from XCom and task states, the Markdown/HTML run report, rollback metrics."""
     states = run_states(context)
     ti = context["ti"]
     expanded = set(mapped or ())
@@ -300,8 +424,192 @@ def report(
         }
     for task_id, entry in {**summary["steps"], **summary["reverts"]}.items():
         log.info("%-40s %s", task_id, entry["state"])
+    rolled_back = rollback_open(context)
+    if rolled_back:
+        _rollback_done(context, summary, on_rollback or [])
+    try:
+        md, html = write_run_report(context, states, summary, services or {}, datastores or {})
+    except Exception:
+        log.exception("the run report could not be written")
+    else:
+        ti.xcom_push(key="report_md", value=str(md))
+        ti.xcom_push(key="report_html", value=str(html))
+        summary["reportMd"], summary["reportHtml"] = str(md), str(html)
+        log.info("run report: %s (HTML: %s)", md, html)
     write_report_file(ti.dag_id, str(context["run_id"]), summary)
     return summary
+
+
+def _rollback_done(
+    context: Mapping[str, Any], summary: Mapping[str, Any], on_rollback: list[str]
+) -> None:
+    """``rollback`` succeeded/failed metric and the ``onRollback`` alerts; never raises."""
+    failed = any(e["state"] in FAILED_STATES for e in summary["reverts"].values())
+    name = policy_name(context)
+    metrics.rollback(name, "failed" if failed else "succeeded")
+    if not on_rollback:
+        return
+    try:
+        from convoy.airflow.alerts import lazy_notifiers
+
+        notify = lazy_notifiers(on_rollback, policy=name, event="rollback")
+        if notify is not None:
+            notify(context)
+    except Exception:
+        log.exception("onRollback alerts not sent")
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _results(value: Any) -> list[dict[str, Any]]:
+    """A step's result(s): one dict, or one per mapped instance."""
+    if isinstance(value, Mapping):
+        return [dict(value)]
+    if isinstance(value, list):
+        return [dict(v) for v in value if isinstance(v, Mapping)]
+    return []
+
+
+def _str_images(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _mapping(value).items()}
+
+
+def _service_rows(
+    context: Mapping[str, Any],
+    states: Mapping[str, str | None],
+    services: Mapping[str, str],
+    timings: dict[str, float],
+) -> list[dict[str, Any]]:
+    ti = context["ti"]
+    rows = []
+    for service, apply_id in services.items():
+        result = _mapping(ti.xcom_pull(task_ids=apply_id, key=config.RESULT_KEY))
+        if not result:
+            result = _mapping(ti.xcom_pull(task_ids=apply_id))
+        before = _str_images(ti.xcom_pull(task_ids=apply_id, key=BEFORE_KEY))
+        revert_id = f"{config.ROLLBACK_GROUP}.{config.revert_task_id(service)}"
+        revert = _mapping(ti.xcom_pull(task_ids=revert_id))
+        ready = result.get("readySeconds")
+        if ready is not None:
+            timings[f"rollout.{service}"] = float(ready)
+        rows.append(
+            {
+                "name": service,
+                "old_images": _str_images(result.get("previousImages")) or before,
+                "new_images": _str_images(result.get("images")),
+                "status": states.get(apply_id) or "pending",
+                "ready_seconds": None if ready is None else float(ready),
+                "reverted": bool(revert.get("reverted")),
+            }
+        )
+    return rows
+
+
+def _datastore_rows(
+    context: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    datastores: Mapping[str, list[str]],
+    timings: dict[str, float],
+) -> list[dict[str, Any]]:
+    ti = context["ti"]
+    steps: Mapping[str, Any] = summary["steps"]
+    rows = []
+    for ds, ids in datastores.items():
+        applied: list[str] = []
+        rows_done = 0
+        validation = None
+        for task_id in ids:
+            results = _results((steps.get(task_id) or {}).get("result"))
+            leaf = task_id.rsplit(".", 1)[-1]
+            if leaf == "migrate":
+                applied += [
+                    str(m.get("version"))
+                    for r in results
+                    for m in r.get("applied") or ()
+                    if isinstance(m, Mapping) and m.get("status") == "applied"
+                ]
+            elif leaf.startswith("transform_"):
+                rows_done += sum(int(r.get("rows_done") or 0) for r in results)
+                elapsed = sum(float(r.get("elapsed_s") or 0.0) for r in results)
+                if results:
+                    timings[f"{ds}.{leaf}"] = elapsed
+            elif leaf == "validate" and results:
+                validation = results[0]
+        revert_id = f"{config.ROLLBACK_GROUP}.{config.revert_data_task_id(ds)}"
+        revert = _mapping(ti.xcom_pull(task_ids=revert_id))
+        inner = _mapping(revert.get("result"))
+        undone = [str(v) for v in inner.get("undone") or ()]
+        undone += [str(v) for v in inner.get("restored_from_backup") or ()]
+        rows.append(
+            {
+                "name": ds,
+                "migrations_applied": applied,
+                "migrations_reverted": undone,
+                "rows_transformed": rows_done,
+                "validation": validation,
+                "reverted": bool(revert.get("reverted")),
+            }
+        )
+    return rows
+
+
+def _rollback_steps(summary: Mapping[str, Any]) -> list[str]:
+    """What the reverts did, in the order they ran."""
+    done = []
+    for task_id, entry in summary["reverts"].items():
+        result = _mapping(entry.get("result"))
+        if entry.get("state") in FAILED_STATES:
+            done.append(f"{task_id}: {entry['state']}")
+        elif result.get("reverted") and "images" in result:
+            images = ", ".join(f"{c} -> {i}" for c, i in _str_images(result["images"]).items())
+            done.append(f"image {result.get('service')}: {images}")
+        elif result.get("reverted"):
+            inner = _mapping(result.get("result"))
+            what = [*(inner.get("undone") or ()), *(inner.get("restored_from_backup") or ())]
+            listed = ", ".join(str(v) for v in what) or "nothing to undo"
+            done.append(f"data {result.get('datastore')}: reverted {listed}")
+    return done
+
+
+def write_run_report(
+    context: Mapping[str, Any],
+    states: Mapping[str, str | None],
+    summary: Mapping[str, Any],
+    services: Mapping[str, str],
+    datastores: Mapping[str, list[str]],
+) -> tuple[Path, Path]:
+    """``convoy.observe.report`` Markdown + HTML (+ JSON) of this run; their paths."""
+    from convoy.observe.report import build_report, default_reports_dir, write_report
+
+    ti = context["ti"]
+    chosen = _mapping(ti.xcom_pull(task_ids=config.PREFLIGHT))
+    params: Mapping[str, Any] = context.get("params") or {}
+    dag_run = context.get("dag_run")
+    triggered_by = getattr(dag_run, "triggering_user_name", None) or getattr(
+        dag_run, "run_type", None
+    )
+    own = str(ti.task_id)
+    failed = any(s in FAILED_STATES for t, s in states.items() if t not in (own, config.OUTCOME))
+    timings: dict[str, float] = {}
+    service_rows = _service_rows(context, states, services, timings)
+    datastore_rows = _datastore_rows(context, summary, datastores, timings)
+    built = build_report(
+        policy_name=str(ti.dag_id),
+        digest=str(chosen.get("digest") or ""),
+        run_id=str(context["run_id"]),
+        triggered_by=None if triggered_by is None else str(triggered_by),
+        dry_run=bool(chosen.get("dry_run", params.get("dry_run", False))),
+        started=getattr(dag_run, "start_date", None),
+        finished=dt.datetime.now(dt.UTC),
+        final_state="failed" if failed else "success",
+        services=service_rows,
+        datastores=datastore_rows,
+        rollback=_rollback_steps(summary),
+        timings=timings,
+    )
+    return write_report(built, default_reports_dir())
 
 
 def write_report_file(dag_id: str, run_id: str, summary: Mapping[str, Any]) -> Path | None:
@@ -321,6 +629,29 @@ def outcome(**context: Any) -> str:
     own = context["ti"].task_id
     states = run_states(context)
     bad = sorted(t for t, s in states.items() if t != own and s in FAILED_STATES)
+    _outcome_metrics(context, states, bad)
     if bad:
         raise AirflowFailException(f"run failed: {', '.join(f'{t}={states[t]}' for t in bad)}")
     return "success"
+
+
+def _outcome_metrics(
+    context: Mapping[str, Any], states: Mapping[str, str | None], bad: list[str]
+) -> None:
+    """``run_outcome`` and ``run_duration``; never raises."""
+    try:
+        name = policy_name(context)
+        chosen = _mapping(context["ti"].xcom_pull(task_ids=config.PREFLIGHT))
+        gate = states.get(f"{config.ROLLBACK_GROUP}.{config.ROLLBACK_GATE}")
+        rollback_failed = any(t.startswith(f"{config.ROLLBACK_GROUP}.") for t in bad)
+        result: metrics.RunOutcome
+        if bad:
+            result = "rolled_back" if gate == "success" and not rollback_failed else "failed"
+        else:
+            result = "dry_run" if chosen.get("dry_run") else "success"
+        metrics.run_outcome(name, result)
+        started = getattr(context.get("dag_run"), "start_date", None)
+        if isinstance(started, dt.datetime):
+            metrics.run_duration(name, (dt.datetime.now(dt.UTC) - started).total_seconds())
+    except Exception:
+        log.warning("outcome metrics not sent", exc_info=True)

@@ -56,8 +56,13 @@ class AlertTarget:
         return f"connection {self.conn_id}"
 
 
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+
+
 def _bad(entry: str, why: str) -> ValueError:
-    return ValueError(f"alert target {entry!r}: {why} (expected {SYNTAX})")
+    # Never echo credentials a user put in a URL: the message goes to logs and CI.
+    shown = _USERINFO.sub(r"\1***@", entry)
+    return ValueError(f"alert target {shown!r}: {why} (expected {SYNTAX})")
 
 
 def _conn_id(entry: str, value: str | None) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from croniter import croniter
 
 from convoy.policy import names
+from convoy.policy.alerts import alert_target_errors
 from convoy.policy.datastore_checks import check_datastores
 from convoy.policy.errors import Diagnostic
 from convoy.policy.graph import find_cycles
@@ -54,6 +55,7 @@ def check_policy(
     _check_metadata(reporter, data)
     _check_schedule(reporter, data.get("schedule"))
     _check_kubernetes(reporter, mapping(data.get("kubernetes")))
+    _check_alerts(reporter, mapping(data.get("alerts")))
     services = _check_services(reporter, data.get("services"))
     migrations = check_datastores(
         reporter, data, set(services), base_dir, known_expectations=known_expectations
@@ -114,6 +116,20 @@ def _check_kubernetes(reporter: Reporter, k8s: dict[str, Any]) -> None:
             message = names.quantity(value, str(key))
             if message:
                 reporter.error((*base, "resources", key), message)
+
+
+ALERT_KEYS = ("onFailure", "onSuccess", "onRollback")
+
+
+def _check_alerts(reporter: Reporter, alerts: dict[str, Any]) -> None:
+    """Each alert target must parse (``convoy.policy.alerts``); non-strings are schema errors."""
+    for key in ALERT_KEYS:
+        entries = alerts.get(key)
+        if not isinstance(entries, list):
+            continue
+        indexed = [(i, e) for i, e in enumerate(entries) if isinstance(e, str)]
+        for j, message in alert_target_errors([e for _, e in indexed]):
+            reporter.error(("alerts", key, indexed[j][0]), message)
 
 
 def _image(reporter: Reporter, path: FieldPath, value: Any) -> None:

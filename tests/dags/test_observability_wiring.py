@@ -1,0 +1,134 @@
+"""Alerts, metrics and progress wired into the DAG (no Airflow run needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dag_policies import policy_dict
+
+from convoy.airflow import alerts, build_dag, runtime
+from convoy.observe import metrics
+from convoy.policy import load_policy
+
+
+class FakeTI:
+    dag_id = "shop"
+
+    def __init__(self, task_id: str, states: dict[str, str | None] | None = None) -> None:
+        self.task_id = task_id
+        self.states = states or {}
+        self.pushed: dict[str, Any] = {}
+
+    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
+        return {run_ids[0]: self.states}
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
+        return None
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    for name in ("step_failed", "run_outcome", "run_duration", "rollback"):
+        monkeypatch.setattr(metrics, name, lambda *a, _n=name: calls.append((_n, a)))
+    return calls
+
+
+def test_alert_callbacks_and_deadline_with_a_missing_connection(
+    write_policy: Callable[..., Path],
+) -> None:
+    data = policy_dict(
+        "shop",
+        alerts={
+            "onFailure": ["no_such_conn", "https://hooks.example.com/convoy"],
+            "onSuccess": ["smtp://mail?to=ops@example.com"],
+            "onRollback": ["no_such_conn"],
+            "deadlineMinutes": 30,
+        },
+    )
+    dag = build_dag(load_policy(write_policy("shop.yaml", data)))
+    failure = dag.on_failure_callback
+    callbacks = failure if isinstance(failure, list) else [failure]
+    assert isinstance(callbacks[0], alerts.LazyNotifiers)
+    assert callbacks[0].entries == ("no_such_conn", "https://hooks.example.com/convoy")
+    assert dag.deadline is not None
+    assert dag.task_dict["report"].op_kwargs["on_rollback"] == ["no_such_conn"]
+    # Resolving the missing connection happens when the alert fires, and is only logged.
+    callbacks[0].entries = ("no_such_conn",)
+    callbacks[0]({})
+
+
+def test_no_alerts_no_callbacks(write_policy: Callable[..., Path]) -> None:
+    dag = build_dag(load_policy(write_policy("shop.yaml", policy_dict("shop"))))
+    assert not dag.on_failure_callback
+    assert not dag.on_success_callback
+
+
+@pytest.mark.parametrize(
+    ("task_id", "kind"),
+    [
+        ("preflight", "preflight"),
+        ("wave_0.rollout_cart", "rollout"),
+        ("datastore_orders.backup", "backup"),
+        ("datastore_orders.migrate", "migrate"),
+        ("datastore_orders.transform_fill", "transform"),
+        ("datastore_orders.partitions_fill", "transform"),
+        ("datastore_orders.validate", "validate"),
+        ("rollback.revert_cart", "rollback"),
+        ("report", None),
+    ],
+)
+def test_step_kind(task_id: str, kind: str | None) -> None:
+    assert runtime.step_kind(task_id) == kind
+
+
+def test_step_failure_callback_emits(sent: list[Any]) -> None:
+    runtime.step_failure_callback({"ti": FakeTI("wave_0.rollout_cart")})
+    runtime.step_failure_callback({"ti": FakeTI("report")})
+    runtime.step_failure_callback({})  # never raises
+    assert sent == [("step_failed", ("shop", "rollout"))]
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ({"wave_0.rollout_a": "success"}, "success"),
+        ({"wave_0.rollout_a": "failed", "rollback.gate": "success"}, "rolled_back"),
+        (
+            {
+                "wave_0.rollout_a": "failed",
+                "rollback.gate": "success",
+                "rollback.revert_a": "failed",
+            },
+            "failed",
+        ),
+    ],
+)
+def test_outcome_metric(states: dict[str, str], expected: str, sent: list[Any]) -> None:
+    ctx = {"ti": FakeTI("outcome", states), "run_id": "r"}
+    try:
+        runtime.outcome(**ctx)
+    except Exception:
+        assert expected != "success"
+    assert ("run_outcome", ("shop", expected)) in sent
+
+
+def test_push_progress_shape() -> None:
+    ti = FakeTI("t")
+    runtime.push_progress(
+        ti, done=3, total=4, unit="rows", rate=1.23456, eta_seconds=0.04, label="orders/fill"
+    )
+    assert ti.pushed["progress"] == {
+        "done": 3,
+        "total": 4,
+        "unit": "rows",
+        "rate": 1.235,
+        "eta_seconds": 0.0,
+        "label": "orders/fill",
+    }
