@@ -18,7 +18,6 @@ skipped it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from convoy.engines.postgres.digest import state_digest
 from convoy.policy import LoadedPolicy, load_policy
 
 DEMO_POLICY = Path("dags/policies/demo.yaml")
@@ -73,36 +73,6 @@ def _create_orders(server_uri: str, rows: int) -> str:
             (rows,),
         )
     return uri
-
-
-def pg_digest(conninfo: str, schema: str = "public") -> str:
-    """sha256 of a schema's columns, constraints, indexes and every row of its tables."""
-    import psycopg
-    from psycopg import sql
-
-    digest = hashlib.sha256()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        for query in (
-            "SELECT table_name, column_name, data_type, is_nullable, column_default"
-            " FROM information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
-            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
-            " FROM pg_constraint WHERE connamespace = %s::regnamespace ORDER BY 1, 2",
-            "SELECT tablename, indexname, indexdef FROM pg_indexes"
-            " WHERE schemaname = %s ORDER BY 1, 2",
-        ):
-            digest.update(repr(conn.execute(query, (schema,)).fetchall()).encode())
-        tables = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,)
-        ).fetchall()
-        for (table,) in tables:
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), ''))"
-                    " FROM {} t"
-                ).format(sql.Identifier(schema, table))
-            ).fetchone()
-            digest.update(f"{table}={row}".encode())
-    return digest.hexdigest()
 
 
 def _run_report(runs_dir: Path, dag_id: str) -> dict[str, Any]:
@@ -362,7 +332,7 @@ def run(repo: Path) -> int:
             return dict(cluster.images(kind, policy.kubernetes.namespace, name))
 
         before = {s.name: images(s.workload.kind, s.workload.name) for s in policy.services}
-        data_before = pg_digest(orders_uri)
+        data_before = state_digest(orders_uri)
         _say(f"running `airflow dags test {dag_id}` (one service is built to fail)")
         started = time.monotonic()
         result = _airflow(["dags", "test", dag_id], env, log)
@@ -370,7 +340,7 @@ def run(repo: Path) -> int:
             f"DAG run finished in {time.monotonic() - started:.0f}s, exit code {result.returncode}"
         )
         after = {s.name: images(s.workload.kind, s.workload.name) for s in policy.services}
-        data_after = pg_digest(orders_uri)
+        data_after = state_digest(orders_uri)
         states = _task_states(dag_id, env, log)
         mongo_line, mongo_ok = _mongo_demo(env, log, runs_dir)
 

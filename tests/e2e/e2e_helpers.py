@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from convoy.engines.postgres.digest import state_digest
+
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
@@ -58,31 +60,4 @@ def reset_mongomock() -> Any:
 
 def pg_state(conninfo: str, schema: str = "public") -> str:
     """sha256 over the schema (columns, constraints, indexes) and every row of ``schema``."""
-    import hashlib
-
-    import psycopg
-    from psycopg import sql
-
-    h = hashlib.sha256()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        for query in (
-            "SELECT table_name, column_name, data_type, is_nullable, column_default"
-            " FROM information_schema.columns WHERE table_schema = %s ORDER BY 1, 2",
-            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
-            " FROM pg_constraint WHERE connamespace = %s::regnamespace ORDER BY 1, 2",
-            "SELECT tablename, indexname, indexdef FROM pg_indexes"
-            " WHERE schemaname = %s ORDER BY 1, 2",
-        ):
-            h.update(repr(conn.execute(query, (schema,)).fetchall()).encode())
-        tables = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,)
-        ).fetchall()
-        for (table,) in tables:
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), ''))"
-                    " FROM {} t"
-                ).format(sql.Identifier(schema, table))
-            ).fetchone()
-            h.update(f"{table}={row}".encode())
-    return h.hexdigest()
+    return state_digest(conninfo, schema)
