@@ -326,3 +326,31 @@ def test_blocking_validation_failure_fails_the_validate_task(
         datastores.validate(policy_path=str(path), datastore="orders", ti=TI(), run_id="r1")
     assert pushed["result"]["datastore"] == "orders"
     assert "postgresql://" not in str(pushed)
+
+
+def test_failed_validation_after_the_rollout_reverts_data_then_images(
+    cluster: Any, write: Callable[..., Path], pg_database: Callable[[str], str]
+) -> None:
+    """A blocking expectation fails after every service rolled out: all of it goes back."""
+    uri = pg_database("orders_db")
+    _seed(uri, 600)
+    before = pg_state(uri)
+    from convoy.policy import load_policy
+
+    # The transform leaves every row 'open' or 'shipped'; IN_SET only allows 'open'.
+    ds = _orders(after=None, validation=[{"table": "public.orders", "expectations": [IN_SET]}])
+    files = {"V1__status.sql": V1, "U1__status.sql": U1, "V2__idx.sql": V2, "U2__idx.sql": U2}
+    path = write(_policy("pg-invalid", datastores=[ds]), files)
+    loaded = load_policy(path)
+    seeded = cluster.seed_from_policy(loaded.policy, previous_tag=PREVIOUS)
+    run = load_dag("pg-invalid").test()
+    got = states(run)
+    assert run.state == "failed", got
+    assert got["wave_1.rollout_cart"] == "success"
+    assert got["datastore_orders.validate"] == "failed"
+    assert got["rollback.revert_data_orders"] == "success"
+    assert got["rollback.revert_cart"] == "success"
+    assert got["rollback.revert_redis"] == "success"
+    assert got["outcome"] == "failed"
+    assert pg_state(uri) == before  # schema and every row as before the run
+    assert images(cluster, loaded.policy) == seeded
