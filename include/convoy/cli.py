@@ -1,4 +1,4 @@
-"""The ``convoy`` command line: validate, plan, schema, render.
+"""The ``convoy`` command line: validate, plan, schema, render, report, settings.
 
 Exit codes: 0 success, 1 invalid input or failed operation, 2 usage error.
 No traceback reaches the user unless ``CONVOY_DEBUG=1`` asks for it.
@@ -125,6 +125,15 @@ def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_settings_load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from convoy.settings import load
+
+    if not Path(args.file).is_file():
+        raise UsageError(f"{args.file}: no such file")
+    load(args.file, dry_run=args.dry_run, echo=lambda line: print(line, file=out))
+    return EXIT_OK
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() owns every exit code."""
 
@@ -167,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     rbac = render_sub.add_parser("rbac", help="least-privilege RBAC for the rollout runner")
     rbac.add_argument("policy", metavar="POLICY")
     rbac.set_defaults(func=cmd_render_rbac)
+
+    settings = sub.add_parser("settings", help="Airflow connections, pools and variables")
+    settings_sub = settings.add_subparsers(dest="what", parser_class=_Parser, metavar="WHAT")
+    settings_sub.required = True
+    load = settings_sub.add_parser(
+        "load", help="create or update them from an Astro CLI airflow_settings.yaml"
+    )
+    load.add_argument("file", nargs="?", default="airflow_settings.yaml", metavar="FILE")
+    load.add_argument("--dry-run", action="store_true", help="show what would change only")
+    load.set_defaults(func=cmd_settings_load)
     return parser
 
 
