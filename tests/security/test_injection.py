@@ -144,14 +144,6 @@ def test_snapshot_and_validation_tables_are_refused_at_load_time(tmp_path: Path)
     assert any("datastores[0].validation[0].table: " in e for e in errors), errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "expectation column names are not validated at load time (they reach Great "
-        "Expectations, which quotes them through SQLAlchemy); SECURITY.md says every "
-        "column is a plain identifier: add the check in convoy.policy.expectations"
-    ),
-)
 def test_expectation_columns_are_refused_at_load_time(tmp_path: Path) -> None:
     ds = {
         **POSTGRES,

@@ -229,29 +229,6 @@ def _unused(run: Any) -> set[tuple[str, str, str]]:
     return role_grants(role) - used
 
 
-#: Grants of render_rbac that no runner call uses today (read-only; see the xfail below).
-KNOWN_UNUSED = {
-    ("get", "", "pods"),
-    ("watch", "", "pods"),
-    *((verb, "apps", res) for verb in READ_VERBS for res in ("replicasets", "controllerrevisions")),
-}
-
-
-def test_superfluous_grants_are_read_only_and_do_not_grow(run: Any) -> None:
-    """Whatever the runner does not use is read-only and known (see the strict xfail below)."""
-    unused = _unused(run)
-    assert {verb for verb, _, _ in unused} <= READ_VERBS
-    assert unused <= KNOWN_UNUSED
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "render_rbac grants get/watch on pods and get/list/watch on replicasets and "
-        "controllerrevisions, which the runner never calls (it only LISTs pods by label); "
-        "remove this marker once convoy.rollout.rbac grants only what is used"
-    ),
-)
 def test_role_grants_nothing_the_runner_does_not_use(run: Any) -> None:
     assert _unused(run) == set()
 

@@ -938,12 +938,35 @@ def check_expectation(
     missing = [key for key in required if key not in kwargs]
     if missing:
         return f"{expectation_type} needs argument(s): {', '.join(missing)}"
+    column_problem = _column_problem(kwargs)
+    if column_problem:
+        return column_problem
     if datastore_kind == "mongo":
         message = _mongo_problem(expectation_type, kwargs)
         if message:
             return message
     if deep:
         return _deep_check(expectation_type, kwargs)
+    return None
+
+
+_COLUMN_ARGUMENTS = ("column", "column_A", "column_B", "column_list", "column_set")
+
+
+def _column_problem(kwargs: Mapping[str, Any]) -> str | None:
+    """Columns are plain identifiers (dotted for nested document fields), like every name."""
+    from convoy.policy.names import identifier
+
+    for key in _COLUMN_ARGUMENTS:
+        value = kwargs.get(key)
+        columns = value if isinstance(value, list) else [value] if value is not None else []
+        for column in columns:
+            if not isinstance(column, str):
+                return f"{key}: a column name must be a string, not {type(column).__name__}"
+            for part in column.split("."):
+                message = identifier(part, f"{key} '{column}': column")
+                if message:
+                    return message
     return None
 
 

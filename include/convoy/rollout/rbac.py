@@ -8,8 +8,10 @@ The Role grants, in the policy namespace only:
   ``watch`` of a collection by ``resourceNames`` unless the request carries a
   ``metadata.name`` field selector — which the runner always sends — so the
   names are listed there too; clients that list without the selector are denied;
-- ``get``, ``list``, ``watch`` on ``pods``, and on ``replicasets`` /
-  ``controllerrevisions`` (read-only, to explain failed rollouts).
+- ``list`` on ``pods`` (by label selector, once, to explain a failed rollout).
+
+The security tests replay every call the runner makes against the emulated
+API server and check that the Role allows each one and grants nothing more.
 
 Nothing else: no ``*``, no create/delete/update, no secrets, nothing cluster-scoped.
 """
@@ -24,7 +26,6 @@ from convoy.policy.models import Policy
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "convoy"}
 PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
-READ = ["get", "list", "watch"]
 
 
 def _labels(policy: Policy) -> dict[str, str]:
@@ -60,14 +61,7 @@ def render_rbac(policy: Policy) -> list[dict[str, Any]]:
                 "verbs": ["list", "watch"],
             }
         )
-    rules.append({"apiGroups": [""], "resources": ["pods"], "verbs": list(READ)})
-    rules.append(
-        {
-            "apiGroups": ["apps"],
-            "resources": ["controllerrevisions", "replicasets"],
-            "verbs": list(READ),
-        }
-    )
+    rules.append({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]})
     role_name = f"convoy-rollout-{policy.metadata.name}"
     return [
         {
