@@ -325,6 +325,20 @@ def run(repo: Path) -> int:
         if migrated.returncode != 0:
             _say(f"airflow db migrate failed; see {log}")
             return 1
+        # The same command a user runs: connections and the convoy_rollout pool.
+        settings = subprocess.run(
+            [sys.executable, "-m", "convoy.cli", "settings", "load", "airflow_settings.yaml"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        with log.open("a") as handle:
+            handle.write(f"$ convoy settings load\n{settings.stdout}{settings.stderr}\n")
+        if settings.returncode != 0:
+            _say(f"convoy settings load failed; see {log}")
+            return 1
+        _say("loaded airflow_settings.yaml (connections, pools) with `convoy settings load`")
 
         def images(kind: str, name: str) -> dict[str, str]:
             if cluster is None:
