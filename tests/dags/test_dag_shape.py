@@ -63,6 +63,8 @@ def test_trigger_params(dag: Any) -> None:
     assert params["dry_run"] is False
     assert params["services"] == []
     assert params["mode"] == "upgrade"
+    assert params.get_param("mode").schema["enum"] == ["upgrade", "rollback"]
+    assert params["rollback_run_id"] == ""
     schema = params.get_param("services").schema
     assert schema["items"]["enum"] == ["cart", "checkout", "currency", "redis"]
     assert params.get_param("dry_run").schema["type"] == "boolean"

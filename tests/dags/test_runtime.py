@@ -63,7 +63,12 @@ def test_preflight_refuses_a_changed_policy(policy_file: Path) -> None:
 
 @pytest.mark.parametrize(
     ("params", "match"),
-    [({"mode": "rollback"}, "not supported yet"), ({"services": ["nope"]}, "'nope'")],
+    [
+        ({"mode": "rollback"}, "needs rollback_run_id"),
+        ({"mode": "rollback", "rollback_run_id": "  "}, "needs rollback_run_id"),
+        ({"mode": "sideways"}, "expected 'upgrade' or 'rollback'"),
+        ({"services": ["nope"]}, "'nope'"),
+    ],
 )
 def test_preflight_rejects_bad_params(
     policy_file: Path, params: dict[str, Any], match: str
@@ -140,3 +145,72 @@ def test_revert_is_noop_without_gate_or_in_dry_run() -> None:
         }
     )
     assert runtime.revert_local(**kwargs, ti=dry)["reason"] == "rollback not requested"
+
+
+def test_preflight_manual_rollback_skips_every_forward_step(
+    policy_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVOY_EXECUTION_MODE", "local")
+    digest = build_plan(load_policy(policy_file)).digest
+    out = runtime.preflight(
+        policy_path=str(policy_file),
+        digest=digest,
+        params={"mode": "rollback", "rollback_run_id": "manual__1", "services": ["cart"]},
+    )
+    assert out["mode"] == "rollback"
+    assert out["rollback_run_id"] == "manual__1"
+    assert out["services"] == []
+    assert out["datastores"] == []
+
+
+def test_preflight_manual_rollback_needs_local_execution(
+    policy_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVOY_EXECUTION_MODE", "kubernetes")
+    digest = build_plan(load_policy(policy_file)).digest
+    with pytest.raises(AirflowFailException, match="only supported with local execution"):
+        runtime.preflight(
+            policy_path=str(policy_file),
+            digest=digest,
+            params={"mode": "rollback", "rollback_run_id": "r1"},
+        )
+
+
+def test_gate_opens_for_a_manual_rollback_whatever_the_states() -> None:
+    chosen = {"mode": "rollback", "rollback_run_id": "r1", "dry_run": False}
+    ti = FakeTI({"wave_0.rollout_a": "skipped"}, **{"preflight:return_value": chosen})
+    ctx = {"ti": ti, "run_id": "r2"}
+    assert runtime.rollback_gate(watched=["wave_0.rollout_a"], **ctx) == ["manual rollback of r1"]
+    assert runtime.manual_rollback_of(ctx) == "r1"
+    ti.xcoms["rollback.gate:return_value"] = ["manual rollback of r1"]
+    assert runtime.rollback_open(ctx) == ["manual rollback of r1"]
+
+
+def test_revert_retry_delay_knob(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from convoy.airflow import config
+
+    monkeypatch.delenv("CONVOY_REVERT_RETRY_DELAY_SECONDS", raising=False)
+    assert config.revert_retry_kwargs() == {}
+    monkeypatch.setenv("CONVOY_REVERT_RETRY_DELAY_SECONDS", "0")
+    assert config.revert_retry_kwargs() == {
+        "retry_delay": dt.timedelta(0),
+        "retry_exponential_backoff": False,
+    }
+
+
+def test_manual_revert_only_for_the_target_run(caplog: pytest.LogCaptureFixture) -> None:
+    class Runner:
+        def __init__(self, run_id: str | None) -> None:
+            self.found = run_id
+
+        def status(self, target: Any) -> Any:
+            return type("Status", (), {"run_id": self.found})()
+
+    step = {"service": "cart", "namespace": "shop", "kind": "Deployment", "workload": "cart"}
+    assert runtime._changed_last_by(Runner("r1"), step, "r1", "r3")
+    assert runtime._changed_last_by(Runner("r3"), step, "r1", "r3")  # this run's earlier try
+    assert not runtime._changed_last_by(Runner("r2"), step, "r1", "r3")
+    assert "last changed by run r2, not r1: not reverting it" in caplog.text
+    assert not runtime._changed_last_by(Runner(None), step, "r1", "r3")

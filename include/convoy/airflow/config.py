@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from convoy.policy.models import Policy
 
@@ -23,6 +23,22 @@ ROLLBACK_POOL = "default_pool"
 RETRIES = 2
 RETRY_DELAY = dt.timedelta(seconds=30)
 MAX_RETRY_DELAY = dt.timedelta(minutes=10)
+
+#: Environment variable: fixed delay (seconds) between retries of the revert tasks,
+#: read when the DAG is built (default: the exponential ``RETRY_DELAY`` backoff).
+REVERT_RETRY_DELAY_ENV = "CONVOY_REVERT_RETRY_DELAY_SECONDS"
+
+
+def revert_retry_kwargs() -> dict[str, Any]:
+    """Operator kwargs of the revert tasks: ``{}`` or a fixed retry delay."""
+    raw = os.environ.get(REVERT_RETRY_DELAY_ENV, "").strip()
+    if not raw:
+        return {}
+    seconds = float(raw)
+    if seconds < 0:
+        raise ValueError(f"{REVERT_RETRY_DELAY_ENV}={raw!r}: expected seconds >= 0")
+    return {"retry_delay": dt.timedelta(seconds=seconds), "retry_exponential_backoff": False}
+
 
 #: Extra pod lifetime on top of the rollout deadline (image pull, start, reporting).
 POD_DEADLINE_MARGIN_SECONDS = 300

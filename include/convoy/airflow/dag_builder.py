@@ -69,9 +69,18 @@ def trigger_params(plan: Plan) -> dict[str, Param]:
         "mode": Param(
             "upgrade",
             type="string",
-            enum=["upgrade"],
+            enum=["upgrade", "rollback"],
             title="Mode",
-            description="upgrade: roll out the policy. (On-demand rollback: later.)",
+            description=(
+                "upgrade: roll out the policy. rollback: skip every forward step and "
+                "revert what the run `rollback_run_id` changed."
+            ),
+        ),
+        "rollback_run_id": Param(
+            "",
+            type="string",
+            title="Run to roll back",
+            description="mode=rollback only: the id of the run whose changes to revert.",
         ),
     }
 
@@ -256,6 +265,7 @@ class _Builder:
             },
             trigger_rule="none_skipped",
             pool=config.ROLLBACK_POOL,
+            **config.revert_retry_kwargs(),
         )
 
     def rollback(self) -> tuple[list[Any], list[str]]:
@@ -288,6 +298,7 @@ class _Builder:
                         },
                         trigger_rule="none_skipped",
                         pool=config.ROLLBACK_POOL,
+                        **config.revert_retry_kwargs(),
                     )
                     task.set_upstream(last)
                     last = [task]
@@ -359,6 +370,10 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
                 "services": dict(builder.apply_ids),
                 "datastores": {k: list(v) for k, v in builder.group_ids.items()},
                 "on_rollback": list(a.on_rollback),
+                "on_failure": list(a.on_failure),
+                "targets": {s.service: _step_dict(s) for w in plan.waves for s in w.steps},
+                "conn_id": builder.settings.conn_id,
+                "in_cluster": builder.settings.in_cluster,
             },
             trigger_rule="all_done",
             retries=0,

@@ -14,6 +14,7 @@ credentials. Engine and provider modules are imported lazily.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import logging
@@ -339,18 +340,24 @@ def revert(
     """
     if not runtime.rollback_open(context):
         return {"datastore": datastore, "reverted": False, "reason": "rollback not requested"}
-    states = runtime.run_states(context)
-    mapped = set(mapped_task_ids)
-    ran = [
-        t
-        for t in stage_task_ids
-        if RAN_STATES.intersection(runtime.states_of(states, t, mapped=t in mapped))
-    ]
-    if not ran:
-        log.info("%s: no step ran in this run: nothing to revert", datastore)
-        return {"datastore": datastore, "reverted": False, "reason": "no step ran in this run"}
+    target = runtime.manual_rollback_of(context)
+    if target is None:
+        states = runtime.run_states(context)
+        mapped = set(mapped_task_ids)
+        ran = [
+            t
+            for t in stage_task_ids
+            if RAN_STATES.intersection(runtime.states_of(states, t, mapped=t in mapped))
+        ]
+        if not ran:
+            log.info("%s: no step ran in this run: nothing to revert", datastore)
+            return {"datastore": datastore, "reverted": False, "reason": "no step ran in this run"}
     policy_name, ds, base_dir = load_datastore(policy_path, datastore)
     ctx = run_context(policy_name, ds, base_dir, context)
+    if target is not None:
+        # Manual rollback: the engine reverts what the target run applied.
+        log.info("%s: reverting the data changes of run %s", datastore, target)
+        ctx = dataclasses.replace(ctx, run_id=target)
     try:
         result = build_engine(ds).revert(ctx, dry_run=False)
     except Exception as exc:

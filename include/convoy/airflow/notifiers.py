@@ -122,6 +122,20 @@ def report_location(dag_id: str, run_id: str) -> str | None:
     return None
 
 
+def left_behind(context: Mapping[str, Any]) -> list[str]:
+    """What a failed rollback left, as the ``report`` task listed it (never raises)."""
+    given = context.get("convoy_left_behind")
+    if given is None:
+        ti = context.get("ti") or context.get("task_instance")
+        try:
+            given = ti.xcom_pull(task_ids="report", key="left_behind") if ti is not None else None
+        except Exception:
+            given = None
+    if not isinstance(given, list | tuple):
+        return []
+    return [str(line) for line in given]
+
+
 def alert_facts(
     context: Mapping[str, Any], *, policy: str | None = None, event: AlertEvent | None = None
 ) -> AlertFacts:
@@ -141,8 +155,8 @@ def alert_facts(
     run_state = _state(_get(dag_run, "state")) or ("failed" if failed else "success")
     if event is None:
         event = "rollback" if rolled_back else ("failure" if failed else "success")
-    left: list[str] = []
-    if rollback_failed:
+    left = left_behind(context)
+    if rollback_failed and not left:
         left.append(
             "the rollback did not finish: check and restore by hand what "
             + ", ".join(rollback_failed)

@@ -216,6 +216,7 @@ def revert_pod(
         arguments=args,
         trigger_rule="none_skipped",
         **_common_kwargs(plan, settings, step),
+        **config.revert_retry_kwargs(),
     )
     op.service = step.service
     op.apply_task_id = apply_task_id

@@ -120,9 +120,10 @@ def preflight(*, policy_path: str, digest: str, **context: Any) -> dict[str, Any
         )
     params: Mapping[str, Any] = context.get("params") or {}
     mode = str(params.get("mode", "upgrade"))
+    if mode == "rollback":
+        return _preflight_rollback(loaded, current, digest, params)
     if mode != "upgrade":
-        # Extension point: on-demand rollback runs arrive with a later issue.
-        raise AirflowFailException(f"mode {mode!r} is not supported yet (only 'upgrade')")
+        raise AirflowFailException(f"mode {mode!r}: expected 'upgrade' or 'rollback'")
     chosen = list(params.get("services") or [])
     try:
         selected = build_plan(loaded, services=chosen or None)
@@ -141,6 +142,45 @@ def preflight(*, policy_path: str, digest: str, **context: Any) -> dict[str, Any
         "services": list(selected.services),
         "datastores": [p.datastore for p in selected.datastore_phases],
     }
+
+
+def _preflight_rollback(
+    loaded: Any, plan: Any, digest: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``mode=rollback``: no forward step runs; the reverts undo ``rollback_run_id``."""
+    target = str(params.get("rollback_run_id") or "").strip()
+    if not target:
+        raise AirflowFailException(
+            "mode 'rollback' needs rollback_run_id: the id of the run whose changes to revert"
+        )
+    if not plan.rollback_automatic:
+        raise AirflowFailException(
+            "mode 'rollback' needs the rollback tasks: this policy sets rollback.automatic: false"
+        )
+    if config.execution_mode(loaded.policy) != "local":
+        # The revert pods cannot check the workloads' convoy.dev/run-id yet.
+        raise AirflowFailException("mode 'rollback' is only supported with local execution")
+    dry_run = bool(params.get("dry_run", False))
+    log.info(
+        "manual rollback of run %s (dry_run=%s); every forward step is skipped", target, dry_run
+    )
+    return {
+        "digest": digest,
+        "mode": "rollback",
+        "rollback_run_id": target,
+        "dry_run": dry_run,
+        # Nothing is rolled out or migrated: forward steps skip themselves.
+        "services": [],
+        "datastores": [],
+    }
+
+
+def manual_rollback_of(context: Mapping[str, Any]) -> str | None:
+    """The run id a ``mode=rollback`` run reverts; ``None`` for an upgrade run."""
+    chosen = context["ti"].xcom_pull(task_ids=config.PREFLIGHT)
+    if isinstance(chosen, Mapping) and chosen.get("mode") == "rollback":
+        return str(chosen.get("rollback_run_id") or "") or None
+    return None
 
 
 def selection(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,6 +306,8 @@ def _rollout_done(
 
 
 BEFORE_KEY = "before"
+#: XCom key of the report task: what a failed rollback left behind (alerts read it).
+LEFT_BEHIND_KEY = "left_behind"
 
 
 def apply_result(context: Mapping[str, Any], apply_task_id: str) -> dict[str, Any] | None:
@@ -324,26 +366,64 @@ def revert_local(
     service = step["service"]
     if not rollback_open(context):
         return {"service": service, "reverted": False, "reason": "rollback not requested"}
-    previous = images_to_restore(context, apply_task_id, step["containers"])
-    if previous is None:
-        log.info("%s: nothing to revert", service)
-        return {"service": service, "reverted": False, "reason": "nothing changed"}
     from convoy.rollout.runner import RolloutRunner
 
     runner = RolloutRunner(kube_api_client(conn_id, in_cluster), log=log)
+    target = manual_rollback_of(context)
+    if target is not None:
+        # Manual rollback: only a workload the target run changed last, back to
+        # the images its convoy.dev/previous-images annotation records.
+        if not _changed_last_by(runner, step, target, str(context.get("run_id", ""))):
+            return {"service": service, "reverted": False, "reason": f"not changed by {target}"}
+        previous: dict[str, str] | None = {}
+    else:
+        previous = images_to_restore(context, apply_task_id, step["containers"])
+        if previous is None:
+            log.info("%s: nothing to revert", service)
+            return {"service": service, "reverted": False, "reason": "nothing changed"}
     try:
         result = runner.revert(
-            _target(step, previous),
+            _target(step, previous or {}),
             deadline_seconds=deadline_seconds,
             run_id=str(context.get("run_id", "")),
         )
     except Exception as exc:
-        _fail_or_retry(f"revert of {service}", exc)
+        _fail_revert(f"revert of {service}", exc)
         raise
     data = _result_dict(result)
+    if not previous:
+        previous = {str(k): str(v) for k, v in dict(data.get("images") or {}).items()}
     if _failed(data):
         raise AirflowFailException(f"revert of {service} failed: {data.get('message')}")
     return {"service": service, "reverted": True, "images": previous, "result": data}
+
+
+def _changed_last_by(runner: Any, step: Mapping[str, Any], run_id: str, own: str) -> bool:
+    """Whether the workload's ``convoy.dev/run-id`` annotation is ``run_id`` (read-only).
+
+    Also when it is ``own`` (this manual run): an earlier try of this task
+    already patched it back and the retry must still wait for the rollout.
+    """
+    found = runner.status(_target(step, {})).run_id
+    if found == own and own:
+        log.info("%s: already patched back by this run; finishing the revert", step["service"])
+        return True
+    if found != run_id:
+        log.warning(
+            "%s: %s/%s was last changed by run %s, not %s: not reverting it",
+            step["service"], step["kind"], step["workload"], found or "(none)", run_id,
+        )  # fmt: skip
+        return False
+    return True
+
+
+def _fail_revert(what: str, exc: Exception) -> None:
+    """Reverts retry everything (RBAC, API, conflicts can be fixed meanwhile) except
+    what a retry cannot change: the workload or container is gone, nothing to revert."""
+    from convoy.rollout.errors import ContainerNotFound, NothingToRevert, WorkloadNotFound
+
+    if isinstance(exc, ContainerNotFound | NothingToRevert | WorkloadNotFound):
+        raise AirflowFailException(f"{what} failed: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- gates / report
@@ -375,6 +455,12 @@ def rollback_gate(
     *, watched: list[str], mapped: list[str] | None = None, **context: Any
 ) -> list[str]:
     """Open the rollback (return failed steps) only if a rollout/datastore step failed."""
+    target = manual_rollback_of(context)
+    if target is not None:
+        log.warning("manual rollback: reverting what run %s changed", target)
+        if not selection(context).get("dry_run"):
+            metrics.rollback(policy_name(context), "started")
+        return [f"manual rollback of {target}"]
     states = run_states(context)
     expanded = set(mapped or ())
     failed = sorted(t for t in watched if "failed" in states_of(states, t, mapped=t in expanded))
@@ -405,9 +491,18 @@ def report(
     services: Mapping[str, str] | None = None,
     datastores: Mapping[str, list[str]] | None = None,
     on_rollback: list[str] | None = None,
+    on_failure: list[str] | None = None,
+    targets: Mapping[str, Mapping[str, Any]] | None = None,
+    conn_id: str = "kubernetes_default",
+    in_cluster: bool = False,
     **context: Any,
 ) -> dict[str, Any]:
-    """Run summary from XCom and task states, the Markdown/HTML run report, rollback metrics."""
+    """Run summary from XCom and task states, the Markdown/HTML run report, rollback metrics.
+
+    When a revert ended failed, what is left in which state (and the commands to
+    finish by hand) is logged at ERROR, sent to ``onRollback`` (else ``onFailure``)
+    and listed in the run report.
+    """
     states = run_states(context)
     ti = context["ti"]
     expanded = set(mapped or ())
@@ -425,10 +520,17 @@ def report(
     for task_id, entry in {**summary["steps"], **summary["reverts"]}.items():
         log.info("%-40s %s", task_id, entry["state"])
     rolled_back = rollback_open(context)
+    left: list[str] = []
     if rolled_back:
-        _rollback_done(context, summary, on_rollback or [])
+        left = _left_behind(context, summary, services or {}, targets or {}, conn_id, in_cluster)
+        summary["leftBehind"] = left
+        if left:
+            ti.xcom_push(key=LEFT_BEHIND_KEY, value=left)
+        _rollback_done(context, summary, on_rollback or [], on_failure or [], left)
     try:
-        md, html = write_run_report(context, states, summary, services or {}, datastores or {})
+        md, html = write_run_report(
+            context, states, summary, services or {}, datastores or {}, left
+        )
     except Exception:
         log.exception("the run report could not be written")
     else:
@@ -440,21 +542,94 @@ def report(
     return summary
 
 
+def _left_behind(
+    context: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    services: Mapping[str, str],
+    targets: Mapping[str, Mapping[str, Any]],
+    conn_id: str,
+    in_cluster: bool,
+) -> list[str]:
+    """Lines naming what each failed revert left in which state; never raises."""
+    from convoy.airflow import leftover
+
+    try:
+        failed = {
+            t.removeprefix(f"{config.ROLLBACK_GROUP}.")
+            for t, e in summary["reverts"].items()
+            if e.get("state") in FAILED_STATES
+        }
+        if not failed:
+            return []
+        ti = context["ti"]
+        run_id = manual_rollback_of(context) or str(context["run_id"])
+        images: list[leftover.ImageLeftover] = []
+        data: list[leftover.DataLeftover] = []
+        for task in sorted(failed):
+            if task.startswith("revert_data_"):
+                data.append(leftover.DataLeftover(task.removeprefix("revert_data_")))
+        for service, step in targets.items():
+            if config.revert_task_id(service) not in failed:
+                continue
+            previous = None
+            if manual_rollback_of(context) is None and service in services:
+                previous = images_to_restore(context, services[service], step["containers"])
+            images.append(
+                leftover.ImageLeftover(
+                    service=service,
+                    namespace=str(step["namespace"]),
+                    kind=str(step["kind"]),
+                    workload=str(step["workload"]),
+                    current=_current_images(step, conn_id, in_cluster),
+                    previous=previous,
+                )
+            )
+        found = leftover.Leftovers(str(ti.dag_id), run_id, tuple(images), tuple(data))
+        log.error("%s", leftover.left_behind_message(found))
+        return leftover.left_behind_lines(found)
+    except Exception:
+        log.exception("ROLLBACK INCOMPLETE: could not list what is left behind")
+        return ["the rollback did not finish; see the failed rollback tasks"]
+
+
+def _current_images(
+    step: Mapping[str, Any], conn_id: str, in_cluster: bool
+) -> dict[str, str] | None:
+    """The workload's images now (one GET), ``None`` when they cannot be read."""
+    try:
+        from convoy.rollout.runner import RolloutRunner
+
+        runner = RolloutRunner(kube_api_client(conn_id, in_cluster), log=log)
+        return {str(k): str(v) for k, v in runner.status(_target(step, {})).images.items()}
+    except Exception:
+        log.warning("could not read the images of %s", step.get("workload"), exc_info=True)
+        return None
+
+
 def _rollback_done(
-    context: Mapping[str, Any], summary: Mapping[str, Any], on_rollback: list[str]
+    context: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    on_rollback: list[str],
+    on_failure: list[str] | None = None,
+    left: list[str] | None = None,
 ) -> None:
-    """``rollback`` succeeded/failed metric and the ``onRollback`` alerts; never raises."""
+    """``rollback`` succeeded/failed metric and the ``onRollback`` alerts; never raises.
+
+    A rollback that left something behind alerts ``onRollback``, or ``onFailure``
+    when there are no ``onRollback`` targets, naming what is left.
+    """
     failed = any(e["state"] in FAILED_STATES for e in summary["reverts"].values())
     name = policy_name(context)
     metrics.rollback(name, "failed" if failed else "succeeded")
-    if not on_rollback:
+    targets = on_rollback or (list(on_failure or []) if left else [])
+    if not targets:
         return
     try:
         from convoy.airflow.alerts import lazy_notifiers
 
-        notify = lazy_notifiers(on_rollback, policy=name, event="rollback")
+        notify = lazy_notifiers(targets, policy=name, event="rollback")
         if notify is not None:
-            notify(context)
+            notify({**context, "convoy_left_behind": list(left or [])})
     except Exception:
         log.exception("onRollback alerts not sent")
 
@@ -579,6 +754,7 @@ def write_run_report(
     summary: Mapping[str, Any],
     services: Mapping[str, str],
     datastores: Mapping[str, list[str]],
+    left: list[str] | None = None,
 ) -> tuple[Path, Path]:
     """``convoy.observe.report`` Markdown + HTML (+ JSON) of this run; their paths."""
     from convoy.observe.report import build_report, default_reports_dir, write_report
@@ -606,7 +782,7 @@ def write_run_report(
         final_state="failed" if failed else "success",
         services=service_rows,
         datastores=datastore_rows,
-        rollback=_rollback_steps(summary),
+        rollback=[*_rollback_steps(summary), *(f"LEFT BEHIND: {line}" for line in left or ())],
         timings=timings,
     )
     return write_report(built, default_reports_dir())
