@@ -26,7 +26,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -34,6 +33,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from convoy.engines.errors import LockHolder, LockTimeout
+from convoy.engines.locking import ScopedLock
 from convoy.engines.mongo.errors import LockLost
 
 Now = Callable[[], dt.datetime]
@@ -64,7 +64,7 @@ def describe_owner(doc: Mapping[str, Any] | None) -> str:
     )
 
 
-class MongoLock:
+class MongoLock(ScopedLock):
     """``with MongoLock(collection, name, owner, ...):`` holds the lock ``name``."""
 
     def __init__(
@@ -193,15 +193,3 @@ class MongoLock:
         if self.held:
             self.collection.delete_one({"_id": self.name, "token": self.token})
         self.held = False
-
-    def __enter__(self) -> MongoLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from types import TracebackType
 
 from convoy.engines.errors import LockHolder, LockTimeout
+from convoy.engines.locking import ScopedLock
 from convoy.engines.postgres.sql import Conn
 
 _HOLDERS = """
@@ -39,7 +39,7 @@ def lock_holders(conn: Conn, key: int) -> list[LockHolder]:
     return [LockHolder(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
 
-class AdvisoryLock:
+class AdvisoryLock(ScopedLock):
     """``with AdvisoryLock(conn, name, ...):`` holds the session lock ``name``.
 
     ``conn`` must be in autocommit mode and is the connection that then does
@@ -94,15 +94,3 @@ class AdvisoryLock:
             fn = "pg_advisory_unlock_shared" if self.shared else "pg_advisory_unlock"
             self.conn.execute(f"SELECT {fn}(%s)", [self.key])
         self.held = False
-
-    def __enter__(self) -> AdvisoryLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
