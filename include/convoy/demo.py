@@ -320,6 +320,8 @@ def run(repo: Path) -> int:
             {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
         )
         env["AIRFLOW_CONN_ORDERS_DB"] = orders_uri  # the local demo DB has no password
+        # airflow_settings.yaml creates this pool below; rollouts then share its cap.
+        env["CONVOY_ROLLOUT_POOL"] = "convoy_rollout"
         _say(f"initialising Airflow metadata DB in {env.get('AIRFLOW_HOME', '~/airflow')}")
         migrated = _airflow(["db", "migrate"], env, log)
         if migrated.returncode != 0:

@@ -15,10 +15,20 @@ EXECUTION_ENV = "CONVOY_EXECUTION_MODE"
 #: Environment variable that overrides the directory the DAG file discovers policies in.
 POLICIES_DIR_ENV = "CONVOY_POLICIES_DIR"
 
-#: Pool of the rollout and revert tasks. Dedicated pools are a later issue; until
-#: then the default pool, which always exists, so DAGs never wait on a missing pool.
-ROLLOUT_POOL = "default_pool"
-ROLLBACK_POOL = "default_pool"
+#: Environment variable naming the pool of the tasks that roll images out or back
+#: (read when the DAG is built). Deployments set it to ``convoy_rollout``, the pool
+#: ``airflow_settings.yaml`` and the Helm values create, so one cap holds rollout
+#: pods across all policies.
+ROLLOUT_POOL_ENV = "CONVOY_ROLLOUT_POOL"
+#: Unset, rollouts share Airflow's default pool: it always exists, whereas a task
+#: naming a pool that does not exist is never scheduled (the scheduler only logs a
+#: warning), so an installation without the pool would stall on the first rollout.
+DEFAULT_POOL = "default_pool"
+#: Pool of the data reverts: they run no rollout pod.
+ROLLBACK_POOL = DEFAULT_POOL
+#: Revert tasks go first when their pool frees a slot: they end an outage, rollouts
+#: of other policies can wait.
+REVERT_PRIORITY_WEIGHT = 1000
 
 RETRIES = 2
 RETRY_DELAY = dt.timedelta(seconds=30)
@@ -38,6 +48,25 @@ def revert_retry_kwargs() -> dict[str, Any]:
     if seconds < 0:
         raise ValueError(f"{REVERT_RETRY_DELAY_ENV}={raw!r}: expected seconds >= 0")
     return {"retry_delay": dt.timedelta(seconds=seconds), "retry_exponential_backoff": False}
+
+
+def rollout_pool() -> str:
+    """The pool of rollout and image-revert tasks: ``CONVOY_ROLLOUT_POOL`` or the default."""
+    name = os.environ.get(ROLLOUT_POOL_ENV, "").strip()
+    if not name:
+        return DEFAULT_POOL
+    if len(name) > 256 or any(ch.isspace() for ch in name):
+        raise ValueError(f"{ROLLOUT_POOL_ENV}={name!r}: expected a pool name without spaces")
+    return name
+
+
+def revert_task_kwargs() -> dict[str, Any]:
+    """Operator kwargs every revert task shares: retry delay and priority."""
+    return {
+        **revert_retry_kwargs(),
+        "priority_weight": REVERT_PRIORITY_WEIGHT,
+        "weight_rule": "absolute",
+    }
 
 
 #: Extra pod lifetime on top of the rollout deadline (image pull, start, reporting).

@@ -155,7 +155,7 @@ class _Builder:
                 "deadline_seconds": self.plan.deadline_seconds,
             },
             trigger_rule="none_failed",
-            pool=config.ROLLOUT_POOL,
+            pool=config.rollout_pool(),
             outlets=assets.workload_assets(step),
         )
 
@@ -264,8 +264,8 @@ class _Builder:
                 "deadline_seconds": self.plan.deadline_seconds,
             },
             trigger_rule="none_skipped",
-            pool=config.ROLLBACK_POOL,
-            **config.revert_retry_kwargs(),
+            pool=config.rollout_pool(),
+            **config.revert_task_kwargs(),
         )
 
     def rollback(self) -> tuple[list[Any], list[str]]:
@@ -298,7 +298,7 @@ class _Builder:
                         },
                         trigger_rule="none_skipped",
                         pool=config.ROLLBACK_POOL,
-                        **config.revert_retry_kwargs(),
+                        **config.revert_task_kwargs(),
                     )
                     task.set_upstream(last)
                     last = [task]

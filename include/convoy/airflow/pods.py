@@ -172,7 +172,7 @@ def _common_kwargs(plan: Plan, settings: KubernetesSettings, step: RolloutStep) 
         "volume_mounts": [_k8s(k8s.V1VolumeMount, name="tmp", mount_path="/tmp")],  # noqa: S108 (pod emptyDir)
         "env_vars": [_k8s(k8s.V1EnvVar, name="PYTHONDONTWRITEBYTECODE", value="1")],
         "active_deadline_seconds": plan.deadline_seconds + config.POD_DEADLINE_MARGIN_SECONDS,
-        "pool": config.ROLLOUT_POOL,
+        "pool": config.rollout_pool(),
     }
     if settings.in_cluster:
         kwargs["in_cluster"] = True
@@ -216,7 +216,7 @@ def revert_pod(
         arguments=args,
         trigger_rule="none_skipped",
         **_common_kwargs(plan, settings, step),
-        **config.revert_retry_kwargs(),
+        **config.revert_task_kwargs(),
     )
     op.service = step.service
     op.apply_task_id = apply_task_id
