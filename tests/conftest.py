@@ -62,3 +62,17 @@ def postgres_server() -> Iterator[Any]:
     finally:
         server.cleanup()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_run(repo_root: Path) -> Iterator[Any]:
+    """One ``make demo`` run (with a planted orders password) for the whole session."""
+    import shutil
+
+    from demo_run import run_demo
+
+    base = Path(tempfile.mkdtemp(prefix="convoy-demo-"))
+    try:
+        yield run_demo(repo_root, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_runs_fails_as_designed_and_restores_every_image(
-    repo_root: Path, tmp_path: Path
-) -> None:
-    env = dict(os.environ)
-    env["AIRFLOW_HOME"] = str(tmp_path / "airflow")
-    env["CONVOY_DEMO_DIR"] = str(tmp_path / "demo")
-    env.pop("KUBECONFIG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "convoy.demo"],
-        cwd=repo_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_demo_runs_fails_as_designed_and_restores_every_image(demo_run: Any) -> None:
+    result = demo_run.result
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stdout
-    report = (tmp_path / "demo" / "report.md").read_text()
+    report = (demo_run.demo_dir / "report.md").read_text()
     assert "Every image back where it started after the rollback: yes" in report
     assert "| checkout |" in report
     assert "| failed | success |" in report
