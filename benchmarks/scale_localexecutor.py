@@ -9,7 +9,7 @@ in this process seeded with its workloads, and runs
 
 with ``AIRFLOW__CORE__EXECUTOR=LocalExecutor``, ``parallelism`` and
 ``max_active_tasks_per_dag`` 16, in a temporary ``AIRFLOW_HOME`` whose metadata
-DB is an embedded PostgreSQL (Airflow refuses the LocalExecutor on SQLite).
+DB is an embedded PostgreSQL (SQLite has one writer at a time: 16 task processes would queue on it).
 Then it reads every task instance's start and end from the metadata DB and
 compares the total wall time with the critical-path lower bound
 ``waves x median rollout task duration`` (and with the tighter bound that also

@@ -1,6 +1,32 @@
-"""The only package that builds Airflow objects from convoy plans."""
+"""The only package that builds Airflow objects from convoy plans.
 
-from convoy.airflow.dag_builder import build_dag
-from convoy.airflow.registry import placeholder_dag, policies_dir, register_policies
+The public names are imported on first use: the triggerer imports
+``convoy.airflow.alerts`` for a deadline callback inside its event loop, and
+importing the DAG builder (and with it the KubernetesPodOperator) there would
+block every other trigger for seconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from convoy.airflow.dag_builder import build_dag
+    from convoy.airflow.registry import placeholder_dag, policies_dir, register_policies
 
 __all__ = ["build_dag", "placeholder_dag", "policies_dir", "register_policies"]
+
+_HOMES = {
+    "build_dag": "convoy.airflow.dag_builder",
+    "placeholder_dag": "convoy.airflow.registry",
+    "policies_dir": "convoy.airflow.registry",
+    "register_policies": "convoy.airflow.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 SMTP_CONN_TYPES = frozenset({"smtp", "email"})
 SLACK_CONN_TYPES = frozenset({"slack"})
+#: Test-only: the deadline in seconds instead of ``deadlineMinutes`` (read when the DAG is built).
+DEADLINE_OVERRIDE_ENV = "CONVOY_DEADLINE_SECONDS_OVERRIDE"
 
 
 def _connection(conn_id: str) -> Any:
@@ -162,9 +165,15 @@ def deadline_alert(minutes: int, *, policy: str, targets: Sequence[str]) -> Any:
         raise ValueError("deadlineMinutes must be at least 1")
     for entry in targets:
         parse_alert_target(entry)
+    interval = timedelta(minutes=minutes)
+    override = os.environ.get(DEADLINE_OVERRIDE_ENV)
+    if override:
+        # Only for tests: a real scheduler run would otherwise wait a full minute.
+        interval = timedelta(seconds=float(override))
+        log.warning("%s set: deadline of %s is %s", DEADLINE_OVERRIDE_ENV, policy, interval)
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=timedelta(minutes=minutes),
+        interval=interval,
         callback=AsyncCallback(
             deadline_missed, kwargs={"policy": policy, "targets": list(targets)}
         ),
@@ -175,8 +184,16 @@ def deadline_alert(minutes: int, *, policy: str, targets: Sequence[str]) -> Any:
 async def deadline_missed(
     *, policy: str, targets: Sequence[str], context: Mapping[str, Any] | None = None
 ) -> int:
-    """Deadline callback: send the ``deadline`` alert to every target; return how many sent."""
+    """Deadline callback: send the ``deadline`` alert to every target; return how many sent.
+
+    The scheduler's context holds the run as the REST API shows it
+    (``{"dag_run": {"dag_run_id": ..., "dag_id": ..., "state": ...}, "deadline": ...}``),
+    so the run id is lifted to ``run_id`` where the alert content looks for it.
+    """
     ctx: Any = dict(context or {})
+    dag_run = ctx.get("dag_run")
+    if not ctx.get("run_id") and isinstance(dag_run, Mapping):
+        ctx["run_id"] = dag_run.get("run_id") or dag_run.get("dag_run_id")
     sent = 0
     for entry in targets:
         try:

@@ -410,3 +410,19 @@ def test_deadline_callback_sends_the_deadline_alert(receiver: _Receiver) -> None
     assert body["event"] == "deadline"
     assert "missed its deadline" in body["subject"]
     assert "past its deadline" in body["message"]
+
+
+def test_deadline_callback_takes_the_run_id_from_the_scheduler_context(
+    receiver: _Receiver,
+) -> None:
+    # What Deadline.handle_miss passes: the run as the REST API shows it.
+    ctx = {
+        "dag_run": {"dag_id": "convoy_shop", "dag_run_id": "manual__2026", "state": "running"},
+        "deadline": {"id": "d1", "deadline_time": "2026-11-26T00:00:00+00:00"},
+    }
+    sent = asyncio.run(alerts.deadline_missed(policy=POLICY, targets=[receiver.url], context=ctx))
+    assert sent == 1
+    [body] = receiver.bodies
+    assert body["event"] == "deadline"
+    assert body["run_id"] == "manual__2026"
+    assert "manual__2026" in body["subject"]
