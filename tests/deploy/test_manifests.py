@@ -48,7 +48,7 @@ DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 # Egress destinations a convoy pod may reach (networkpolicy.yaml header).
-ALLOWED_EGRESS_PORTS = {53, 443, 6443, 5432, 27017, 8080, 9125}
+ALLOWED_EGRESS_PORTS = {53, 443, 6443, 5432, 27017, 8080, 9125, 5000}
 
 SECRETISH_KEY = re.compile(r"pass(word|wd)?$|secret|token|fernet|api_?key|private_?key", re.I)
 
