@@ -178,3 +178,70 @@ def test_datastore_groups_placed_per_plan(write_policy: Callable[..., Path]) -> 
         "rollback.revert_data_early",
     ]
     assert reverts[4] == "rollback.revert_checkout"
+
+
+# --------------------------------------------------------------------------- approval
+
+APPROVAL = {"required": True, "approvers": ["alice", "bob"], "timeoutMinutes": 45}
+
+
+@pytest.fixture
+def approved_dag(write_policy: Callable[..., Path]) -> Any:
+    return build_dag(load_policy(write_policy("a.yaml", policy_dict("a", approval=APPROVAL))))
+
+
+def test_no_approve_task_unless_required(dag: Any, write_policy: Callable[..., Path]) -> None:
+    assert "approve" not in dag.task_dict
+    off = policy_dict("off", approval={"required": False, "timeoutMinutes": 5})
+    assert "approve" not in build_dag(load_policy(write_policy("off.yaml", off))).task_dict
+
+
+def test_approve_sits_between_preflight_and_every_change(approved_dag: Any) -> None:
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    approve = approved_dag.task_dict["approve"]
+    assert isinstance(approve, ApprovalOperator)
+    assert approve.upstream_task_ids == {"preflight"}
+    assert approved_dag.task_dict["preflight"].downstream_task_ids == {"approve"}
+    # The first wave waits for the approval; nothing else hangs off preflight.
+    assert approve.downstream_task_ids == {"wave_0.rollout_currency", "wave_0.rollout_redis"}
+    changes = [t for t in approved_dag.task_dict if ".rollout_" in t or ".revert" in t]
+    for task_id in changes:
+        assert "approve" in approved_dag.task_dict[task_id].get_flat_relative_ids(upstream=True)
+    ids = order(approved_dag)
+    assert ids[:2] == ["preflight", "approve"]
+
+
+def test_approve_operator_settings(approved_dag: Any) -> None:
+    approve = approved_dag.task_dict["approve"]
+    assert approve.assigned_users == [
+        {"id": "alice", "name": "alice"},
+        {"id": "bob", "name": "bob"},
+    ]
+    # Airflow 3.3 waits for the human with response_timeout (execution_timeout is
+    # only the time before the task parks, and is deprecated on HITL operators).
+    assert approve.response_timeout == dt.timedelta(minutes=45)
+    assert approve.execution_timeout is None
+    assert approve.options == ["Approve", "Reject"]
+    assert approve.fail_on_reject is True
+    assert approve.retries == 0
+    assert approve.defaults is None  # a timeout must never approve
+    assert approve.subject == "Approve the upgrade a?"
+    assert "**Wave 0**" in approve.body
+    assert "`reg/cart:2.4.0`" in approve.body
+    assert approve.template_fields == ()
+
+
+def test_gate_and_report_know_the_approval(approved_dag: Any, dag: Any) -> None:
+    gate = approved_dag.task_dict["rollback.gate"]
+    assert gate.op_kwargs["approval_task_id"] == "approve"
+    assert approved_dag.task_dict["report"].op_kwargs["approval_task_id"] == "approve"
+    assert dag.task_dict["rollback.gate"].op_kwargs["approval_task_id"] is None
+    assert "approval: required from alice, bob" in approved_dag.doc_md
+
+
+def test_dag_with_approval_serializes(approved_dag: Any) -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(approved_dag))
+    assert restored.task_dict["approve"].upstream_task_ids == {"preflight"}

@@ -2,7 +2,7 @@
 
 Shape (task ids)::
 
-    preflight
+    preflight [-> approve (approval.required)]
       -> datastore_<name>.backup -> migrate -> partitions_<t> -> transform_<t> (mapped) ...
          -> validate                                              (after: [])
       -> wave_0.rollout_<svc> ... -> datastore groups placed after wave n -> wave_n+1 ...
@@ -22,7 +22,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
-from convoy.airflow import alerts, assets, config, datastores, pods, runtime
+from convoy.airflow import alerts, approval, assets, config, datastores, pods, runtime
 from convoy.plan import (
     BEFORE_ROLLOUT,
     DatastorePhase,
@@ -226,9 +226,9 @@ class _Builder:
         self.group_ids[phase.datastore] = ids
         return group
 
-    def forward(self, preflight: Task) -> list[Any]:
-        """Lay out datastore phases and waves in order; return the last stage."""
-        last: list[Any] = [preflight]
+    def forward(self, start: Task) -> list[Any]:
+        """Lay out datastore phases and waves in order after ``start``; return the last stage."""
+        last: list[Any] = [start]
 
         def then(nodes: Sequence[Any]) -> None:
             nonlocal last
@@ -276,7 +276,11 @@ class _Builder:
             gate = PythonOperator(
                 task_id=config.ROLLBACK_GATE,
                 python_callable=runtime.rollback_gate,
-                op_kwargs={"watched": watched, "mapped": list(self.mapped_ids)},
+                op_kwargs={
+                    "watched": watched,
+                    "mapped": list(self.mapped_ids),
+                    "approval_task_id": approval.TASK_ID if self.plan.approval else None,
+                },
                 trigger_rule="all_done",
                 retries=0,
             )
@@ -354,7 +358,17 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
             op_kwargs={"policy_path": str(loaded.path.resolve()), "digest": plan.digest},
             retries=0,
         )
-        last = builder.forward(preflight)
+        first: Task = preflight
+        if plan.approval is not None:
+            # Between preflight (which resolves the run's selection) and any change.
+            first = approval.PlanApprovalOperator(
+                policy_path=str(loaded.path.resolve()),
+                plan=plan,
+                conn_id=builder.settings.conn_id,
+                in_cluster=builder.settings.in_cluster,
+            )
+            preflight >> first
+        last = builder.forward(first)
         steps = [*builder.apply_ids.values(), *builder.datastore_ids]
         reverts: list[str] = []
         if plan.rollback_automatic:
@@ -374,6 +388,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
                 "targets": {s.service: _step_dict(s) for w in plan.waves for s in w.steps},
                 "conn_id": builder.settings.conn_id,
                 "in_cluster": builder.settings.in_cluster,
+                "approval_task_id": approval.TASK_ID if plan.approval else None,
             },
             trigger_rule="all_done",
             retries=0,

@@ -5,6 +5,7 @@ from convoy.plan.errors import PlanError
 from convoy.plan.models import (
     BEFORE_ROLLOUT,
     STAGES,
+    ApprovalGate,
     DatastorePhase,
     DatastoreStep,
     Plan,
@@ -15,11 +16,16 @@ from convoy.plan.models import (
     Wave,
     compute_digest,
 )
-from convoy.plan.render import render_text
+from convoy.plan.render import (
+    render_approval_markdown,
+    render_rollback_approval_markdown,
+    render_text,
+)
 
 __all__ = [
     "BEFORE_ROLLOUT",
     "STAGES",
+    "ApprovalGate",
     "DatastorePhase",
     "DatastoreStep",
     "Plan",
@@ -32,6 +38,8 @@ __all__ = [
     "build_plan",
     "compute_digest",
     "expand_subset",
+    "render_approval_markdown",
+    "render_rollback_approval_markdown",
     "render_text",
     "topological_levels",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from convoy.plan.errors import PlanError
 from convoy.plan.models import (
     BEFORE_ROLLOUT,
+    ApprovalGate,
     DatastorePhase,
     DatastoreStage,
     DatastoreStep,
@@ -159,6 +160,13 @@ def _rollback(
     return (*data, *images)
 
 
+def _approval(policy: Policy) -> ApprovalGate | None:
+    settings = policy.approval
+    if not settings.required:
+        return None
+    return ApprovalGate(tuple(settings.approvers), settings.timeout_minutes)
+
+
 def build_plan(source: LoadedPolicy | Policy, *, services: Iterable[str] | None = None) -> Plan:
     """Turn a policy into its plan; ``services`` restricts it (dependencies included)."""
     policy = source.policy if isinstance(source, LoadedPolicy) else source
@@ -176,6 +184,7 @@ def build_plan(source: LoadedPolicy | Policy, *, services: Iterable[str] | None 
         datastore_phases=phases,
         rollback=_rollback(waves, phases),
         rollback_automatic=policy.rollback.automatic,
+        approval=_approval(policy),
     )
     return _with_digest(plan)
 

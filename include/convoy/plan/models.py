@@ -91,6 +91,14 @@ RollbackStep = RevertDataStep | RevertImagesStep
 
 
 @dataclass(frozen=True)
+class ApprovalGate:
+    """A human must approve the run after preflight, before any change (``approval``)."""
+
+    approvers: tuple[str, ...]
+    timeout_minutes: int
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything a run of a policy will do, in order. ``digest`` identifies it byte for byte."""
 
@@ -104,6 +112,7 @@ class Plan:
     datastore_phases: tuple[DatastorePhase, ...]
     rollback: tuple[RollbackStep, ...]
     rollback_automatic: bool
+    approval: ApprovalGate | None = None
     digest: str = field(default="", compare=False)
 
     @property
@@ -131,6 +140,9 @@ class Plan:
 def _content(plan: Plan) -> dict[str, Any]:
     data = asdict(plan)
     data.pop("digest")
+    if data.get("approval") is None:
+        # Plans without an approval keep the digest they had before the gate existed.
+        data.pop("approval", None)
     # JSON has no tuples: make the shape explicit and stable.
     return json.loads(json.dumps(data, sort_keys=True))  # type: ignore[no-any-return]
 

@@ -19,7 +19,7 @@ from convoy.policy.datastore_checks import check_datastores
 from convoy.policy.errors import Diagnostic
 from convoy.policy.graph import find_cycles
 from convoy.policy.migrations import MigrationFile
-from convoy.policy.rawdata import mapping, mappings, strings
+from convoy.policy.rawdata import flag, mapping, mappings, strings
 from convoy.policy.reporter import Reporter
 from convoy.policy.source import Document, FieldPath
 
@@ -56,6 +56,7 @@ def check_policy(
     _check_schedule(reporter, data.get("schedule"))
     _check_kubernetes(reporter, mapping(data.get("kubernetes")))
     _check_alerts(reporter, mapping(data.get("alerts")))
+    _check_approval(reporter, data.get("approval"))
     services = _check_services(reporter, data.get("services"))
     migrations = check_datastores(
         reporter, data, set(services), base_dir, known_expectations=known_expectations
@@ -130,6 +131,44 @@ def _check_alerts(reporter: Reporter, alerts: dict[str, Any]) -> None:
         indexed = [(i, e) for i, e in enumerate(entries) if isinstance(e, str)]
         for j, message in alert_target_errors([e for _, e in indexed]):
             reporter.error(("alerts", key, indexed[j][0]), message)
+
+
+def _check_approval(reporter: Reporter, approval: Any) -> None:
+    """Who may approve: required approvals need named approvers; names are plain user ids."""
+    if not isinstance(approval, dict):
+        return
+    base = ("approval",)
+    required = flag(approval.get("required"), False)
+    raw = approval.get("approvers")
+    listed = list(strings((*base, "approvers"), raw))
+    seen: dict[str, int] = {}
+    for path, name in listed:
+        if not name.strip():
+            reporter.error(path, "approver must not be empty; use an Airflow user id")
+        elif name != name.strip():
+            reporter.error(path, f"approver '{name}' has leading or trailing spaces")
+        elif name in seen:
+            reporter.error(path, f"duplicate approver '{name}' (first at approvers[{seen[name]}])")
+        else:
+            seen[name] = int(path[-1])
+    if required and raw is None:
+        reporter.at(
+            reporter.doc.anchor(base),
+            base,
+            "missing field 'approvers': a required approval needs the Airflow user ids "
+            "who may approve (approvers: [alice]); or set required: false",
+        )
+    elif required and isinstance(raw, list) and not raw:
+        reporter.error(
+            (*base, "approvers"),
+            "must not be empty when required is true; list the Airflow user ids who may approve",
+        )
+    elif not required and listed:
+        reporter.warning(
+            (*base, "approvers"),
+            "approvers are ignored while approval.required is false; "
+            "set required: true to wait for them",
+        )
 
 
 def _image(reporter: Reporter, path: FieldPath, value: Any) -> None:

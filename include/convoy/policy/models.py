@@ -167,6 +167,23 @@ class AlertSettings(_Model):
     deadline_minutes: int | None = Field(None, ge=1)
 
 
+class ApprovalSettings(_Model):
+    required: bool = Field(
+        False, description="Wait for a human approval after preflight, before any change."
+    )
+    approvers: tuple[str, ...] = Field(
+        (),
+        description="Airflow user ids allowed to answer (the auth manager's user id; "
+        "the user name with the simple auth manager). Required when required is true.",
+    )
+    timeout_minutes: int = Field(
+        60,
+        ge=1,
+        le=10_080,
+        description="How long to wait for an answer; no answer ends the run without changes.",
+    )
+
+
 class Policy(_Model):
     api_version: Literal["convoy/v1"]
     kind: Literal["UpgradePolicy"]
@@ -186,3 +203,4 @@ class Policy(_Model):
     datastores: tuple[Datastore, ...] = ()
     rollback: RollbackSettings = RollbackSettings()
     alerts: AlertSettings = AlertSettings()
+    approval: ApprovalSettings = ApprovalSettings()

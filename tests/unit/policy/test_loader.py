@@ -165,3 +165,18 @@ def test_format_diagnostics_sorts_and_dedupes() -> None:
     a = Diagnostic("p.yaml", 2, 1, "x", "second")
     b = Diagnostic("p.yaml", 1, 5, "", "first", "warning")
     assert format_diagnostics([a, b, a]) == ("p.yaml:1:5: warning: first\np.yaml:2:1: x: second")
+
+
+def test_approval_defaults_and_values(tmp_path: Path, minimal_text: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(minimal_text, encoding="utf-8")
+    approval = load_policy(path).policy.approval
+    assert (approval.required, approval.approvers, approval.timeout_minutes) == (False, (), 60)
+    path.write_text(
+        minimal_text + "approval: {required: true, approvers: [alice, ops@example.com]}\n",
+        encoding="utf-8",
+    )
+    approval = load_policy(path).policy.approval
+    assert approval.required
+    assert approval.approvers == ("alice", "ops@example.com")
+    assert approval.timeout_minutes == 60

@@ -24,3 +24,12 @@ def test_schema_uses_yaml_spelling_and_forbids_unknown_keys() -> None:
 def test_schema_is_deterministic_and_json() -> None:
     assert render_json_schema() == render_json_schema()
     assert json.loads(render_json_schema()) == json_schema()
+
+
+def test_schema_has_the_approval_section() -> None:
+    schema = json_schema()
+    assert "approval" in schema["properties"]
+    approval = schema["$defs"]["ApprovalSettings"]
+    assert set(approval["properties"]) == {"required", "approvers", "timeoutMinutes"}
+    assert approval["properties"]["timeoutMinutes"]["minimum"] == 1
+    assert approval["additionalProperties"] is False
