@@ -40,6 +40,15 @@ def test_image_line_without_known_images_uses_the_annotation() -> None:
     assert line.endswith("--kind StatefulSet --name redis-cart")
 
 
+def test_manual_rollback_command_keeps_the_run_check() -> None:
+    item = leftover.ImageLeftover(
+        "redis", "shop", "StatefulSet", "redis-cart", only_if_run_id="manual__2026-01-01"
+    )
+    command = shlex.split(leftover.image_line(item).split("finish by hand: ", 1)[1])
+    assert command[-2:] == ["--only-if-run-id", "manual__2026-01-01"]
+    assert "--container" not in command
+
+
 def test_data_line_is_a_manual_rollback_trigger() -> None:
     line = leftover.data_line(
         "shop-demo", "manual__2026-01-01T00:00", leftover.DataLeftover("orders")

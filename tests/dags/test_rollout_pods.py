@@ -165,3 +165,42 @@ def test_revert_pod_noops(dag: Any, gate: Any, result: Any, reason: str) -> None
         "reverted": False,
         "reason": reason,
     }
+
+
+def test_revert_pod_in_a_manual_rollback_checks_the_run_annotation(dag: Any) -> None:
+    task = dag.task_dict["rollback.revert_cart"]
+    task.render_template_fields({"run_id": "manual__undo", "params": {}})
+    ti = FakeTI(
+        {
+            ("preflight", "return_value"): {
+                "mode": "rollback",
+                "rollback_run_id": "manual__1",
+                "services": [],
+                "dry_run": False,
+            },
+            ("rollback.gate", "return_value"): ["manual rollback of manual__1"],
+            # The forward steps were skipped in this run: no apply result to read.
+        }
+    )
+    assert task.prepare_arguments({"ti": ti}) is None
+    assert task.prepare_arguments({"ti": ti}) is None  # a second call adds nothing
+    assert task.arguments == [
+        "revert", "--namespace", "shop", "--kind", "Deployment", "--name", "cartservice",
+        "--deadline-seconds", "20", "--run-id", "manual__undo",
+        "--only-if-run-id", "manual__1",
+    ]  # fmt: skip
+    assert "--container" not in task.arguments
+    kubernetes_validate.validate(pod_dict(task), K8S_VERSION, strict=True)
+
+
+def test_revert_pod_in_a_manual_dry_run_does_nothing(dag: Any) -> None:
+    task = dag.task_dict["rollback.revert_cart"]
+    chosen = {"mode": "rollback", "rollback_run_id": "manual__1", "services": [], "dry_run": True}
+    ti = FakeTI(
+        {
+            ("preflight", "return_value"): chosen,
+            ("rollback.gate", "return_value"): ["manual rollback of manual__1"],
+        }
+    )
+    assert task.prepare_arguments({"ti": ti})["reason"] == "rollback not requested"
+    assert "--only-if-run-id" not in task.arguments

@@ -102,7 +102,10 @@ def test_manual_rollback_reverts_only_what_that_run_changed(
     results = _revert_results(run)
     assert results["rollback.revert_cart"]["reverted"] is True
     assert results["rollback.revert_currency"]["reverted"] is False
-    assert results["rollback.revert_currency"]["reason"] == f"not changed by {first.run_id}"
+    assert results["rollback.revert_currency"]["reason"] == (
+        f"not changed by {first.run_id}: "
+        f"Deployment/currencyservice was last changed by run {later.run_id}"
+    )
 
 
 def _revert_results(run: Any) -> dict[str, Any]:

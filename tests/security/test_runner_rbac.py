@@ -157,7 +157,11 @@ def run() -> Any:
             if svc.name == "redis":  # revert from the annotation the runner wrote
                 bare = Target(ns, svc.workload.kind, svc.workload.name)
                 runner.revert(bare, deadline_seconds=30, dry_run=True)
-                runner.revert(bare, deadline_seconds=30)
+                # as in a manual rollback: only if that run changed it last
+                manual = {"run_id": "rbac-undo", "only_if_run_id": "rbac-test"}
+                assert runner.revert(bare, deadline_seconds=30, **manual).changed
+                skipped = runner.revert(bare, deadline_seconds=30, only_if_run_id="other")
+                assert skipped.status == "skipped"
             else:
                 back = Target(ns, svc.workload.kind, svc.workload.name, seeded[svc.name])
                 runner.revert(back, deadline_seconds=30)

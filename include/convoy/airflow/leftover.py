@@ -30,6 +30,9 @@ class ImageLeftover:
     #: Images to put back (``None``: the runner takes them from the workload's
     #: ``convoy.dev/previous-images`` annotation).
     previous: Mapping[str, str] | None = None
+    #: A manual rollback's target run: the command then leaves the workload alone
+    #: unless that run changed it last, as the failed revert would have.
+    only_if_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ def revert_images_command(item: ImageLeftover) -> str:
     ]  # fmt: skip
     for container, image in sorted((item.previous or {}).items()):
         args += ["--container", f"{container}={image}"]
+    if item.only_if_run_id:
+        args += ["--only-if-run-id", item.only_if_run_id]
     return shlex.join(args)
 
 

@@ -16,8 +16,9 @@ anything else       becomes ready on the next tick
 ==================  ==========================================================
 
 Faults and authorization: :meth:`EmulatedCluster.inject_conflicts`,
-:meth:`EmulatedCluster.inject_errors`, :meth:`EmulatedCluster.forbid`. Every
-request is logged in :attr:`EmulatedCluster.requests`.
+:meth:`EmulatedCluster.inject_errors`, :meth:`EmulatedCluster.forbid` (one
+resource or one object, at once or after some requests). Every request is
+logged in :attr:`EmulatedCluster.requests`.
 """
 
 from convoy.emulator.cluster import EmulatedCluster, RequestRecord, previous_image

@@ -118,7 +118,8 @@ class EmulatedCluster:
         self._faults = threading.Lock()
         self._conflicts = 0
         self._errors: list[int] = []
-        self._forbidden: set[tuple[str, str]] = set()
+        #: (verb, resource, name or None for every object) -> requests still let through.
+        self._forbidden: dict[tuple[str, str, str | None], int] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -201,15 +202,32 @@ class EmulatedCluster:
         with self._faults:
             self._errors.extend([status] * n)
 
-    def forbid(self, verb: str, resource: str) -> None:
-        """Deny ``verb`` (get/list/watch/patch) on ``resource`` (plural) to the client."""
-        with self._faults:
-            self._forbidden.add((verb, resource))
+    def forbid(self, verb: str, resource: str, name: str | None = None, *, after: int = 0) -> None:
+        """Deny ``verb`` (get/list/watch/patch) on ``resource`` (plural) to the client.
 
-    def allow(self, verb: str, resource: str) -> None:
-        """Undo :meth:`forbid`."""
+        ``name`` limits the denial to one object (requests for it by name, like
+        a ``resourceNames`` rule); ``after`` lets that many matching requests
+        through first, like a permission revoked part-way through a run.
+        """
         with self._faults:
-            self._forbidden.discard((verb, resource))
+            self._forbidden[(verb, resource, name)] = after
+
+    def allow(self, verb: str, resource: str, name: str | None = None) -> None:
+        """Undo :meth:`forbid` (with the same ``name``)."""
+        with self._faults:
+            self._forbidden.pop((verb, resource, name), None)
+
+    def _denied(self, verb: str, resource: str, name: str | None) -> bool:
+        """Whether a forbid rule denies this request; counts down ``after``."""
+        keys = [(verb, resource, None)] + ([(verb, resource, name)] if name else [])
+        for key in keys:
+            if key not in self._forbidden:
+                continue
+            if self._forbidden[key] > 0:
+                self._forbidden[key] -= 1
+                continue
+            return True
+        return False
 
     def record(
         self,
@@ -232,7 +250,7 @@ class EmulatedCluster:
                     "ServiceUnavailable" if code == 503 else "InternalError",
                     "the server is currently unable to handle the request (injected)",
                 )
-            if (verb, resource) in self._forbidden:
+            if self._denied(verb, resource, name):
                 target = f'{qualified(resource)} "{name}"' if name else qualified(resource)
                 raise ApiError(
                     403,

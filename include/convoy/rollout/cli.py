@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help='images to restore as JSON {"container": "image"} (default: the '
                 "workload's convoy.dev/previous-images annotation)",
             )
+            p.add_argument(
+                "--only-if-run-id",
+                metavar="RUN_ID",
+                help="revert only if the workload's convoy.dev/run-id annotation is RUN_ID (or "
+                "--run-id, left by an earlier try of this revert); otherwise leave it alone and "
+                "exit 0 with reverted false",
+            )
     return parser
 
 
@@ -128,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
     )
     containers = _containers(args, parser)
+    if getattr(args, "only_if_run_id", None) == "":
+        parser.error("--only-if-run-id needs a run id")
     from convoy.rollout.runner import RolloutRunner, Target  # imports the Kubernetes client
 
     try:
@@ -152,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 deadline_seconds=args.deadline_seconds,
                 dry_run=args.dry_run,
                 run_id=args.run_id,
+                only_if_run_id=args.only_if_run_id,
             )
     except RolloutError as exc:
         log.error("%s failed: %s", args.action, exc.message)
@@ -162,5 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         _emit({"action": args.action, "ok": False, "error": type(exc).__name__,
                "message": str(exc)})  # fmt: skip
         return EXIT_FAILED
-    _emit({"ok": True, **result.to_dict()})
+    payload: dict[str, Any] = {"ok": True, **result.to_dict()}
+    if args.action == "revert":
+        # Same shape as the revert tasks' results, which the run report reads.
+        payload["reverted"] = result.status in ("complete", "noop")
+        if result.status == "skipped":
+            payload["reason"] = result.message
+    _emit(payload)
     return EXIT_OK

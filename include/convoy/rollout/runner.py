@@ -66,7 +66,7 @@ class RolloutResult:
     dry_run: bool
     previous_images: Mapping[str, str]
     images: Mapping[str, str]
-    status: str  # complete | noop | dry-run | progressing | failed
+    status: str  # complete | noop | dry-run | skipped | progressing | failed
     ready_seconds: float
     replicas: Mapping[str, int]
     run_id: str | None = None
@@ -179,10 +179,24 @@ class RolloutRunner:
         deadline_seconds: float,
         dry_run: bool = False,
         run_id: str | None = None,
+        only_if_run_id: str | None = None,
     ) -> RolloutResult:
-        """Put back ``target.containers`` (or the ``convoy.dev/previous-images`` annotation)."""
-        if not target.containers:
+        """Put back ``target.containers`` (or the ``convoy.dev/previous-images`` annotation).
+
+        With ``only_if_run_id``, a workload whose ``convoy.dev/run-id`` annotation
+        names another run is left alone (status ``skipped``, the reason in
+        ``message``): a later run's rollout must not be flipped back. ``run_id``
+        counts as a match too, because an earlier try of this same revert may
+        already have patched the workload back and the retry still has to wait
+        for that rollout.
+        """
+        if only_if_run_id is not None or not target.containers:
             obj = self._get(target.ref)
+            if only_if_run_id is not None:
+                skipped = self._skip_unless_changed_by(target, obj, only_if_run_id, run_id, dry_run)
+                if skipped is not None:
+                    return skipped
+        if not target.containers:
             raw = (obj["metadata"].get("annotations") or {}).get(PREVIOUS_IMAGES)
             if not raw:
                 raise NothingToRevert(
@@ -219,6 +233,43 @@ class RolloutRunner:
         )
 
     # ----------------------------------------------------------------- helpers
+
+    def _skip_unless_changed_by(
+        self,
+        target: Target,
+        obj: Mapping[str, Any],
+        wanted: str,
+        own: str | None,
+        dry_run: bool,
+    ) -> RolloutResult | None:
+        """The ``skipped`` result when ``obj`` was last changed by neither run, else ``None``."""
+        found = (obj["metadata"].get("annotations") or {}).get(RUN_ID)
+        if found == wanted:
+            return None
+        if own and found == own:
+            self.log(f"{target.name}: already patched back by this run; finishing the revert")
+            return None
+        reason = (
+            f"not changed by {wanted}: {target.kind}/{target.name} was last changed by run "
+            f"{found or '(none)'}"
+        )
+        self.log(f"{target.name}: {reason}; not reverting it")
+        state = judge(target.kind, obj)
+        return RolloutResult(
+            action="revert",
+            namespace=target.namespace,
+            kind=target.kind,
+            name=target.name,
+            changed=False,
+            dry_run=dry_run,
+            previous_images={},
+            images=container_images(obj),
+            status="skipped",
+            ready_seconds=0.0,
+            replicas=state.replicas(),
+            run_id=own,
+            message=reason,
+        )
 
     def _get(self, ref: WorkloadRef) -> dict[str, Any]:
         try:

@@ -117,6 +117,24 @@ def test_forbidden_message_shape(apps: client.AppsV1Api, emulated_cluster: Any) 
     )
 
 
+def test_forbid_one_object_after_some_requests(
+    apps: client.AppsV1Api, emulated_cluster: Any
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "other", {"c": "i:1"})
+    body = {"spec": {"template": {"spec": {"containers": [{"name": "server", "image": "cart:2"}]}}}}
+    emulated_cluster.forbid("patch", "deployments", "cart", after=1)
+    apps.patch_namespaced_deployment("cart", NS, body, _content_type=SMP)  # let through
+    for _ in range(3):  # then denied for good
+        with pytest.raises(ApiException) as info:
+            apps.patch_namespaced_deployment("cart", NS, body, _content_type=SMP)
+        assert info.value.status == 403
+    other = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i:2"}]}}}}
+    apps.patch_namespaced_deployment("other", NS, other, _content_type=SMP)  # another object
+    apps.read_namespaced_deployment("cart", NS)  # another verb
+    emulated_cluster.allow("patch", "deployments", "cart")
+    apps.patch_namespaced_deployment("cart", NS, body, _content_type=SMP)
+
+
 def test_list_and_watch_with_selectors(apps: client.AppsV1Api, emulated_cluster: Any) -> None:
     from kubernetes import watch
 

@@ -131,6 +131,53 @@ def test_dry_run_and_status(
     assert (out["status"], out["images"]) == ("complete", {"server": "cart:2.3.0"})
 
 
+def test_revert_only_if_run_id(
+    emulated_cluster: Any,
+    kubeconfig: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "currency", {"server": "cur:2.3.0"})
+    xcom = tmp_path / "r.json"
+    cart = ["--namespace", NS, "--kind", "Deployment", "--name", "cart"]
+    currency = ["--namespace", NS, "--kind", "Deployment", "--name", "currency"]
+    for target, image, run in ((cart, "server=cart:2.4.0", "run-1"),
+                               (currency, "server=cur:2.4.0", "run-2")):  # fmt: skip
+        code, _ = run_main(
+            kubeconfig, capsys, monkeypatch, xcom, "apply", *target, "--container", image,
+            "--deadline-seconds", "30", "--run-id", run,
+        )  # fmt: skip
+        assert code == 0
+    manual = ["--deadline-seconds", "30", "--run-id", "undo-1", "--only-if-run-id", "run-1"]
+
+    # A later run changed currency last: left alone, and that is a success.
+    code, out = run_main(kubeconfig, capsys, monkeypatch, xcom, "revert", *currency, *manual)
+    assert code == 0
+    assert (out["ok"], out["reverted"], out["changed"]) == (True, False, False)
+    assert out["status"] == "skipped"
+    assert (
+        out["reason"] == "not changed by run-1: Deployment/currency was last changed by run run-2"
+    )
+    assert json.loads(xcom.read_text()) == out
+    assert emulated_cluster.images("Deployment", NS, "currency") == {"server": "cur:2.4.0"}
+
+    # run-1 changed cart last: reverted from the previous-images annotation.
+    code, out = run_main(kubeconfig, capsys, monkeypatch, xcom, "revert", *cart, *manual)
+    assert code == 0
+    assert (out["ok"], out["reverted"], out["changed"], out["status"]) == (
+        True, True, True, "complete",
+    )  # fmt: skip
+    assert "reason" not in out
+    assert emulated_cluster.images("Deployment", NS, "cart") == {"server": "cart:2.3.0"}
+
+    # A retry of the same task (same --run-id) finds its own annotation and finishes.
+    code, out = run_main(kubeconfig, capsys, monkeypatch, xcom, "revert", *cart, *manual)
+    assert code == 0
+    assert (out["reverted"], out["status"]) == (True, "noop")
+    assert emulated_cluster.images("Deployment", NS, "cart") == {"server": "cart:2.3.0"}
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -149,6 +196,8 @@ def test_dry_run_and_status(
             "[",
         ],
         ["frobnicate"],
+        ["revert", "--namespace", NS, "--kind", "Deployment", "--name", "c", "--only-if-run-id="],
+        ["apply", "--namespace", NS, "--kind", "Deployment", "--name", "c", "--only-if-run-id=x"],
     ],
 )
 def test_usage_errors_exit_2(kubeconfig: Path, tmp_path: Path, args: list[str]) -> None:

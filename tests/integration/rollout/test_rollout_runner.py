@@ -372,6 +372,66 @@ def test_revert_without_anything_to_revert(emulated_cluster: Any, runner: Rollou
         runner.revert(Target(NS, "Deployment", "cart"), deadline_seconds=10)
 
 
+def test_revert_only_if_changed_by_the_given_run(
+    emulated_cluster: Any, runner: RolloutRunner
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "cart", {"server": "cart:2.3.0"})
+    emulated_cluster.add_workload("Deployment", NS, "currency", {"server": "cur:2.3.0"})
+    cart, currency = Target(NS, "Deployment", "cart"), Target(NS, "Deployment", "currency")
+    runner.apply(
+        Target(NS, "Deployment", "cart", {"server": "cart:2.4.0"}), deadline_seconds=10,
+        run_id="run-1",
+    )  # fmt: skip
+    runner.apply(
+        Target(NS, "Deployment", "currency", {"server": "cur:2.4.0"}), deadline_seconds=10,
+        run_id="run-2",
+    )  # fmt: skip
+    start = len(emulated_cluster.requests)
+    left = runner.revert(currency, deadline_seconds=10, run_id="undo-1", only_if_run_id="run-1")
+    assert left.status == "skipped"
+    assert not left.changed
+    assert left.message == "not changed by run-1: Deployment/currency was last changed by run run-2"
+    assert left.images == {"server": "cur:2.4.0"}
+    assert [r.verb for r in since(emulated_cluster, start)] == ["GET"]  # read, never patched
+    assert emulated_cluster.images("Deployment", NS, "currency") == {"server": "cur:2.4.0"}
+
+    done = runner.revert(cart, deadline_seconds=10, run_id="undo-1", only_if_run_id="run-1")
+    assert (done.status, done.changed) == ("complete", True)
+    assert emulated_cluster.images("Deployment", NS, "cart") == {"server": "cart:2.3.0"}
+    annotations = emulated_cluster.get_workload("Deployment", NS, "cart")["metadata"]["annotations"]
+    assert annotations[RUN_ID] == "undo-1"
+
+
+def test_revert_only_if_retried_by_the_same_run_finishes(
+    emulated_cluster: Any, runner: RolloutRunner
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "cart", {"server": "cart:2.3.0"})
+    runner.apply(
+        Target(NS, "Deployment", "cart", {"server": "cart:2.4.0"}), deadline_seconds=10,
+        run_id="run-1",
+    )  # fmt: skip
+    cart = Target(NS, "Deployment", "cart")
+    runner.revert(cart, deadline_seconds=10, run_id="undo-1", only_if_run_id="run-1")
+    # The retry finds the annotation of its own earlier try: it finishes, it does not skip.
+    again = runner.revert(cart, deadline_seconds=10, run_id="undo-1", only_if_run_id="run-1")
+    assert again.status == "noop"
+    # Another manual rollback of run-1 after that one leaves the workload alone.
+    other = runner.revert(cart, deadline_seconds=10, run_id="undo-2", only_if_run_id="run-1")
+    assert other.status == "skipped"
+    assert other.message.endswith("was last changed by run undo-1")
+
+
+def test_revert_only_if_without_any_run_annotation(
+    emulated_cluster: Any, runner: RolloutRunner
+) -> None:
+    emulated_cluster.add_workload("StatefulSet", NS, "db", {"pg": "pg:16"})
+    left = runner.revert(
+        Target(NS, "StatefulSet", "db"), deadline_seconds=10, run_id="r", only_if_run_id="run-1"
+    )
+    assert left.status == "skipped"
+    assert left.message.endswith("was last changed by run (none)")
+
+
 def test_status(emulated_cluster: Any, runner: RolloutRunner) -> None:
     emulated_cluster.add_workload("StatefulSet", NS, "db", {"pg": "pg:16"})
     status = runner.status(Target(NS, "StatefulSet", "db"))
