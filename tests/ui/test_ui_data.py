@@ -148,6 +148,30 @@ def test_finished_run_has_no_progress() -> None:
     assert view.duration_seconds(NOW) == 180
 
 
+def test_progress_eta_counts_down_from_when_it_was_pushed() -> None:
+    pushed = {
+        "done": 120_000,
+        "total": 300_000,
+        "pct": 40.0,
+        "unit": "rows",
+        "rate": 4000.0,
+        "eta_seconds": 45.0,
+        "label": "orders/fill-status",
+        "updated_at": (NOW - dt.timedelta(seconds=12)).isoformat(),
+    }
+    p = progress_from_xcom("t", pushed, NOW)
+    assert p is not None
+    assert p.eta_seconds == 33.0
+    assert p.age_seconds == 12.0
+    assert p.text == "120000/300000 rows (40.0%) 4000 rows/s ETA 33s (updated 12s ago)"
+    assert p.to_dict()["updated_at"] == pushed["updated_at"]
+    # Without "now" (or with a malformed timestamp) the pushed ETA is shown as it is.
+    assert progress_from_xcom("t", pushed).eta_seconds == 45.0  # type: ignore[union-attr]
+    odd = progress_from_xcom("t", {**pushed, "updated_at": "yesterday"}, NOW)
+    assert odd is not None
+    assert (odd.eta_seconds, odd.age_seconds) == (45.0, None)
+
+
 def test_progress_from_xcom_is_lenient() -> None:
     assert progress_from_xcom("t", None) is None
     assert progress_from_xcom("t", {"total": 3}) is None

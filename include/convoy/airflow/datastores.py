@@ -239,14 +239,47 @@ def transform(
     """One mapped instance: the transform over one key range."""
     stage = _Stage(policy_path, datastore, context)
     part = Partition.from_dict(partition) if partition else None
+    ctx = dataclasses.replace(stage.ctx, progress=TransformProgress(stage, transform))
     try:
-        result = stage.engine().transform(stage.ctx, transform, part, dry_run=stage.dry_run)
+        result = stage.engine().transform(ctx, transform, part, dry_run=stage.dry_run)
     except Exception as exc:
         _fail_deterministic(f"transform {datastore}/{transform}", exc)
         raise
     data = stage.done(result.to_dict())
     _transform_done(stage, transform, data)
     return data
+
+
+class TransformProgress:
+    """Progress sink of a running transform (``RunContext.progress``).
+
+    The engine calls it at a bounded frequency (``CONVOY_PROGRESS_PUSH_INTERVAL_S``)
+    and once at the end: it pushes the XCom ``progress`` and updates the gauges
+    that describe a transform in flight (run ETA, rate, rows expected). The
+    ``rows_transformed`` counter is sent once by the finished task, so a retried
+    batch is never counted twice.
+    """
+
+    def __init__(self, stage: _Stage, transform: str) -> None:
+        self.ti = stage.context["ti"]
+        self.policy = stage.policy_name
+        self.datastore = stage.ds.name
+        self.transform = transform
+        self.dry_run = stage.dry_run
+        self._expected: int | None = None
+
+    def __call__(self, value: Mapping[str, Any]) -> None:
+        runtime.publish_progress(self.ti, value)
+        if self.dry_run:
+            return
+        eta, rate, total = value.get("eta_seconds"), value.get("rate"), value.get("total")
+        if isinstance(eta, int | float):
+            metrics.run_eta(self.policy, float(eta))
+        if isinstance(rate, int | float) and rate > 0:
+            metrics.transform_rate(self.policy, self.datastore, self.transform, float(rate))
+        if isinstance(total, int) and total != self._expected:
+            self._expected = total
+            metrics.transform_rows_expected(self.policy, self.datastore, self.transform, total)
 
 
 def _transform_done(stage: _Stage, transform: str, data: Mapping[str, Any]) -> None:
@@ -258,10 +291,14 @@ def _transform_done(stage: _Stage, transform: str, data: Mapping[str, Any]) -> N
     label = f"{stage.ds.name}/{transform}"
     if data.get("partition"):
         label += f" [{data['partition']}]"
+    total = None if matching is None else int(matching)
+    if total is None and not stage.dry_run:
+        # A finished transform has done all there was (its result has no count).
+        total = rows
     runtime.push_progress(
         stage.context["ti"],
         done=rows,
-        total=None if matching is None else int(matching),
+        total=total,
         unit="rows",
         rate=rate,
         eta_seconds=0,

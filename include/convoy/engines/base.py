@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 from convoy.policy.models import MongoDatastore, PostgresDatastore
 
 LogFn = Callable[[str], None]
+#: Receives the latest progress of a long stage (``convoy.observe.progress.progress_value``).
+ProgressSink = Callable[[Mapping[str, Any]], None]
 
 _logger = logging.getLogger("convoy.engines")
 
@@ -62,6 +64,8 @@ class RunContext:
     data_interval_start: dt.datetime | None = None
     data_interval_end: dt.datetime | None = None
     log: LogFn = field(default=_default_log, compare=False, repr=False)
+    #: Where transforms publish their progress while they run (``None``: only log lines).
+    progress: ProgressSink | None = field(default=None, compare=False, repr=False)
 
     @property
     def interval_key(self) -> str:

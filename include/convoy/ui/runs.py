@@ -5,8 +5,9 @@ Pure: works on plain records (:class:`RunRecord`, :class:`TaskRecord`) that
 
 Task ids follow :mod:`convoy.airflow.config`: rollout tasks ``wave_<n>.rollout_<svc>``,
 datastore groups ``datastore_<name>.<stage>``, the ``rollback`` group. A task may
-push its latest progress as XCom ``progress``: a mapping with ``done`` and
-optionally ``total``, ``unit``, ``rate`` (units/s) and ``eta_seconds``.
+push its latest progress as XCom ``progress`` (also while it runs): a mapping
+with ``done`` and optionally ``total``, ``unit``, ``rate`` (units/s),
+``eta_seconds``, ``label`` and ``updated_at`` (ISO 8601).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class ProgressView:
     unit: str = "tasks"
     rate: float | None = None
     eta_seconds: float | None = None
+    #: When the task pushed this progress (``updated_at`` of the XCom), if it said.
+    updated_at: dt.datetime | None = None
+    #: Seconds between ``updated_at`` and the page's "now".
+    age_seconds: float | None = None
 
     @property
     def percent(self) -> float | None:
@@ -92,6 +97,8 @@ class ProgressView:
             parts.append(f"{self.rate:.0f} {self.unit}/s")
         if self.eta_seconds is not None:
             parts.append(f"ETA {format_duration(self.eta_seconds)}")
+        if self.age_seconds is not None:
+            parts.append(f"(updated {format_duration(self.age_seconds)} ago)")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +110,8 @@ class ProgressView:
             "rate": self.rate,
             "eta_seconds": self.eta_seconds,
             "percent": self.percent,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "age_seconds": self.age_seconds,
             "text": self.text,
         }
 
@@ -203,8 +212,25 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def progress_from_xcom(task_id: str, value: Any) -> ProgressView | None:
-    """A :class:`ProgressView` from a ``progress`` XCom value; ``None`` when malformed."""
+def _timestamp(value: Any) -> dt.datetime | None:
+    """An aware datetime from an ISO-8601 string (naive = UTC); ``None`` when malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def progress_from_xcom(
+    task_id: str, value: Any, now: dt.datetime | None = None
+) -> ProgressView | None:
+    """A :class:`ProgressView` from a ``progress`` XCom value; ``None`` when malformed.
+
+    With ``now`` and the value's ``updated_at``, the ETA counts down from when the
+    task pushed it (a push every few seconds, a page refresh every 15 s).
+    """
     if not isinstance(value, Mapping):
         return None
     done = _number(value.get("done"))
@@ -213,13 +239,22 @@ def progress_from_xcom(task_id: str, value: Any) -> ProgressView | None:
     total = _number(value.get("total"))
     unit = value.get("unit")
     label = value.get("label")
+    eta = _number(value.get("eta_seconds"))
+    updated = _timestamp(value.get("updated_at"))
+    age: float | None = None
+    if updated is not None and now is not None:
+        age = max(0.0, (now - updated).total_seconds())
+        if eta is not None:
+            eta = max(0.0, eta - age)
     return ProgressView(
         label=str(label) if isinstance(label, str) and label else task_id,
         done=int(done),
         total=None if total is None else int(total),
         unit=unit if isinstance(unit, str) and unit else "rows",
         rate=_number(value.get("rate")),
-        eta_seconds=_number(value.get("eta_seconds")),
+        eta_seconds=eta,
+        updated_at=updated,
+        age_seconds=age,
     )
 
 
@@ -257,7 +292,7 @@ def summarize_run(
         items = []
         for key, value in sorted(run.progress.items()):
             if key in active:
-                view = progress_from_xcom(key, value)
+                view = progress_from_xcom(key, value, now)
                 if view is not None:
                     items.append(view)
         task_progress = tuple(items)

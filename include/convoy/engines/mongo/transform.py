@@ -272,6 +272,7 @@ class TransformRunner:
             unit="docs",
             min_interval_s=self.cfg.progress_interval_s,
             done=done,
+            sink=self.ctx.progress,
         )
         if cp.get("state") != "stripping":
             progress.set_total(done + self.coll.count_documents(self._query(last)))

@@ -402,6 +402,7 @@ class TransformRunner:
             self.ctx.log,
             done=cp.rows_done,
             min_interval_s=self.cfg.progress_interval_s,
+            sink=self.ctx.progress,
         )
         # the session is dedicated to this transform: its timeouts hold for every batch
         self.conn.execute(
