@@ -124,9 +124,12 @@ def test_push_progress_shape() -> None:
     runtime.push_progress(
         ti, done=3, total=4, unit="rows", rate=1.23456, eta_seconds=0.04, label="orders/fill"
     )
-    assert ti.pushed["progress"] == {
+    value = ti.pushed["progress"]
+    assert value.pop("updated_at").endswith("+00:00")
+    assert value == {
         "done": 3,
         "total": 4,
+        "pct": 75.0,
         "unit": "rows",
         "rate": 1.235,
         "eta_seconds": 0.0,

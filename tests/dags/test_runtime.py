@@ -163,17 +163,17 @@ def test_preflight_manual_rollback_skips_every_forward_step(
     assert out["datastores"] == []
 
 
-def test_preflight_manual_rollback_needs_local_execution(
+def test_preflight_manual_rollback_in_kubernetes_mode(
     policy_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVOY_EXECUTION_MODE", "kubernetes")
     digest = build_plan(load_policy(policy_file)).digest
-    with pytest.raises(AirflowFailException, match="only supported with local execution"):
-        runtime.preflight(
-            policy_path=str(policy_file),
-            digest=digest,
-            params={"mode": "rollback", "rollback_run_id": "r1"},
-        )
+    out = runtime.preflight(
+        policy_path=str(policy_file),
+        digest=digest,
+        params={"mode": "rollback", "rollback_run_id": "r1"},
+    )
+    assert (out["mode"], out["rollback_run_id"], out["services"]) == ("rollback", "r1", [])
 
 
 def test_gate_opens_for_a_manual_rollback_whatever_the_states() -> None:
@@ -198,19 +198,3 @@ def test_revert_retry_delay_knob(monkeypatch: pytest.MonkeyPatch) -> None:
         "retry_delay": dt.timedelta(0),
         "retry_exponential_backoff": False,
     }
-
-
-def test_manual_revert_only_for_the_target_run(caplog: pytest.LogCaptureFixture) -> None:
-    class Runner:
-        def __init__(self, run_id: str | None) -> None:
-            self.found = run_id
-
-        def status(self, target: Any) -> Any:
-            return type("Status", (), {"run_id": self.found})()
-
-    step = {"service": "cart", "namespace": "shop", "kind": "Deployment", "workload": "cart"}
-    assert runtime._changed_last_by(Runner("r1"), step, "r1", "r3")
-    assert runtime._changed_last_by(Runner("r3"), step, "r1", "r3")  # this run's earlier try
-    assert not runtime._changed_last_by(Runner("r2"), step, "r1", "r3")
-    assert "last changed by run r2, not r1: not reverting it" in caplog.text
-    assert not runtime._changed_last_by(Runner(None), step, "r1", "r3")

@@ -7,6 +7,7 @@ capabilities, seccomp RuntimeDefault. Its JSON result comes back via XCom.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -91,6 +92,7 @@ class RolloutPodOperator(KubernetesPodOperator):
 
     service: str = ""
     _convoy_context: Mapping[str, Any] | None = None
+    _convoy_started: float | None = None
 
     def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         """Adjust the rendered arguments; a returned dict is the result without a pod."""
@@ -101,6 +103,7 @@ class RolloutPodOperator(KubernetesPodOperator):
 
     def execute(self, context: Any) -> Any:
         self._convoy_context = context
+        self._convoy_started = time.monotonic()
         early = self.prepare_arguments(context)
         if early is not None:
             return early
@@ -112,11 +115,51 @@ class RolloutPodOperator(KubernetesPodOperator):
         result = super().extract_xcom(pod, ignore_kill_failure=ignore_kill_failure)
         if self._convoy_context is not None and isinstance(result, dict):
             self._convoy_context["ti"].xcom_push(key=config.RESULT_KEY, value=result)
+            self.record_result(self._convoy_context, result)
         return result
+
+    def record_result(self, context: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        """Metrics of a finished rollout pod, from its JSON result, in the Airflow worker.
+
+        The same calls as a local rollout (:func:`convoy.airflow.runtime.rollout_done`),
+        so the deployment's ``[metrics]`` settings apply. A failed result
+        (``ok: false``) sends none of them: the task then fails and its
+        ``on_failure_callback`` counts ``step_failed(policy, "rollout")`` once,
+        after the last try, as for a local rollout. Reverts send nothing here
+        (the rollback metrics come from the gate and the report). Never raises.
+        """
+        try:
+            if result.get("action") != "apply":
+                return
+            if result.get("ok") is False or str(result.get("status", "")).lower() == "failed":
+                self.log.warning(
+                    "%s: rollout pod failed (%s): %s",
+                    self.service,
+                    result.get("error") or result.get("status"),
+                    result.get("message"),
+                )
+                return
+            started = self._convoy_started
+            # Measured in the worker, so it includes the pod's start-up; without
+            # it, the runner's own patch-to-ready time.
+            seconds = (
+                time.monotonic() - started
+                if started is not None
+                else float(result.get("readySeconds") or 0.0)
+            )
+            runtime.rollout_done(
+                context, self.service, result, seconds, dry_run=bool(result.get("dryRun"))
+            )
+        except Exception:
+            self.log.warning("%s: rollout metrics not sent", self.service, exc_info=True)
 
 
 class RevertPodOperator(RolloutPodOperator):
-    """KPO that puts back the images recorded by the apply step (no-op if nothing changed)."""
+    """KPO that puts back the images recorded by the apply step (no-op if nothing changed).
+
+    In a manual rollback (``mode=rollback``) it reverts what ``rollback_run_id``
+    changed, from the workload's annotations (``--only-if-run-id``).
+    """
 
     apply_task_id: str = ""
 
@@ -125,6 +168,14 @@ class RevertPodOperator(RolloutPodOperator):
         failed = runtime.rollback_open(context)
         if failed is None:
             return {"service": self.service, "reverted": False, "reason": "rollback not requested"}
+        target = runtime.manual_rollback_of(context)
+        if target is not None:
+            # Manual rollback: the runner reads the workload and reverts it from its
+            # convoy.dev/previous-images annotation only if the target run (or an
+            # earlier try of this task) changed it last.
+            if "--only-if-run-id" not in self.arguments:
+                self.arguments = [*self.arguments, "--only-if-run-id", target]
+            return None
         result = runtime.apply_result(context, self.apply_task_id)
         if result is None and self.apply_task_id not in failed:
             return {"service": self.service, "reverted": False, "reason": "never applied"}

@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from convoy.airflow import config
 from convoy.observe import metrics
+from convoy.observe.progress import progress_value
 from convoy.plan import build_plan, render_text
 from convoy.policy.loader import load_policy
 
@@ -50,16 +51,22 @@ def push_progress(
     label: str,
 ) -> None:
     """XCom ``progress`` for the Upgrades page; never raises."""
-    value = {
-        "done": int(done),
-        "total": None if total is None else int(total),
-        "unit": unit,
-        "rate": None if rate is None else round(float(rate), 3),
-        "eta_seconds": None if eta_seconds is None else round(float(eta_seconds), 1),
-        "label": label,
-    }
+    publish_progress(
+        ti,
+        progress_value(
+            done=done, total=total, unit=unit, rate=rate, eta_seconds=eta_seconds, label=label
+        ),
+    )
+
+
+def publish_progress(ti: Any, value: Mapping[str, Any]) -> None:
+    """Push a :func:`~convoy.observe.progress.progress_value` as XCom ``progress``; never raises.
+
+    Also while the task runs: the Task SDK sends the push to the execution API
+    at once, so the Upgrades page reads it from the metadata database.
+    """
     try:
-        ti.xcom_push(key=PROGRESS_KEY, value=value)
+        ti.xcom_push(key=PROGRESS_KEY, value=dict(value))
     except Exception:
         log.warning("could not push progress %s", value, exc_info=True)
 
@@ -121,7 +128,7 @@ def preflight(*, policy_path: str, digest: str, **context: Any) -> dict[str, Any
     params: Mapping[str, Any] = context.get("params") or {}
     mode = str(params.get("mode", "upgrade"))
     if mode == "rollback":
-        return _preflight_rollback(loaded, current, digest, params)
+        return _preflight_rollback(current, digest, params)
     if mode != "upgrade":
         raise AirflowFailException(f"mode {mode!r}: expected 'upgrade' or 'rollback'")
     chosen = list(params.get("services") or [])
@@ -144,10 +151,12 @@ def preflight(*, policy_path: str, digest: str, **context: Any) -> dict[str, Any
     }
 
 
-def _preflight_rollback(
-    loaded: Any, plan: Any, digest: str, params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """``mode=rollback``: no forward step runs; the reverts undo ``rollback_run_id``."""
+def _preflight_rollback(plan: Any, digest: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``mode=rollback``: no forward step runs; the reverts undo ``rollback_run_id``.
+
+    Either execution mode: the image reverts (in-process or in a revert pod) leave
+    alone every workload whose ``convoy.dev/run-id`` names another run.
+    """
     target = str(params.get("rollback_run_id") or "").strip()
     if not target:
         raise AirflowFailException(
@@ -157,9 +166,6 @@ def _preflight_rollback(
         raise AirflowFailException(
             "mode 'rollback' needs the rollback tasks: this policy sets rollback.automatic: false"
         )
-    if config.execution_mode(loaded.policy) != "local":
-        # The revert pods cannot check the workloads' convoy.dev/run-id yet.
-        raise AirflowFailException("mode 'rollback' is only supported with local execution")
     dry_run = bool(params.get("dry_run", False))
     log.info(
         "manual rollback of run %s (dry_run=%s); every forward step is skipped", target, dry_run
@@ -271,18 +277,28 @@ def rollout_local(
     ti.xcom_push(key=config.RESULT_KEY, value=data)
     if _failed(data):
         raise AirflowFailException(f"rollout of {step['service']} failed: {data.get('message')}")
-    _rollout_done(context, step["service"], data, time.monotonic() - started, chosen)
+    rollout_done(
+        context,
+        step["service"],
+        data,
+        time.monotonic() - started,
+        dry_run=bool(chosen["dry_run"]),
+    )
     return data
 
 
-def _rollout_done(
+def rollout_done(
     context: Mapping[str, Any],
     service: str,
     data: Mapping[str, Any],
     seconds: float,
-    chosen: Mapping[str, Any],
+    *,
+    dry_run: bool,
 ) -> None:
-    """Metrics and the final ``progress`` of a successful local rollout."""
+    """Metrics and the final ``progress`` of a successful rollout (local, or a rollout pod).
+
+    ``data`` is the runner's result (``RolloutResult.to_dict()``, as the pod prints it).
+    """
     replicas = dict(data.get("replicas") or {})
     ready = float(data.get("readySeconds") or 0.0)
     desired = replicas.get("desired")
@@ -296,7 +312,7 @@ def _rollout_done(
         eta_seconds=0,
         label=service,
     )
-    if chosen.get("dry_run"):
+    if dry_run:
         return
     name = policy_name(context)
     metrics.service_rolled_out(name, service)
@@ -372,9 +388,8 @@ def revert_local(
     target = manual_rollback_of(context)
     if target is not None:
         # Manual rollback: only a workload the target run changed last, back to
-        # the images its convoy.dev/previous-images annotation records.
-        if not _changed_last_by(runner, step, target, str(context.get("run_id", ""))):
-            return {"service": service, "reverted": False, "reason": f"not changed by {target}"}
+        # the images its convoy.dev/previous-images annotation records (the
+        # runner checks the convoy.dev/run-id annotation, as in a revert pod).
         previous: dict[str, str] | None = {}
     else:
         previous = images_to_restore(context, apply_task_id, step["containers"])
@@ -386,35 +401,19 @@ def revert_local(
             _target(step, previous or {}),
             deadline_seconds=deadline_seconds,
             run_id=str(context.get("run_id", "")),
+            only_if_run_id=target,
         )
     except Exception as exc:
         _fail_revert(f"revert of {service}", exc)
         raise
     data = _result_dict(result)
+    if data.get("status") == "skipped":
+        return {"service": service, "reverted": False, "reason": data.get("message")}
     if not previous:
         previous = {str(k): str(v) for k, v in dict(data.get("images") or {}).items()}
     if _failed(data):
         raise AirflowFailException(f"revert of {service} failed: {data.get('message')}")
     return {"service": service, "reverted": True, "images": previous, "result": data}
-
-
-def _changed_last_by(runner: Any, step: Mapping[str, Any], run_id: str, own: str) -> bool:
-    """Whether the workload's ``convoy.dev/run-id`` annotation is ``run_id`` (read-only).
-
-    Also when it is ``own`` (this manual run): an earlier try of this task
-    already patched it back and the retry must still wait for the rollout.
-    """
-    found = runner.status(_target(step, {})).run_id
-    if found == own and own:
-        log.info("%s: already patched back by this run; finishing the revert", step["service"])
-        return True
-    if found != run_id:
-        log.warning(
-            "%s: %s/%s was last changed by run %s, not %s: not reverting it",
-            step["service"], step["kind"], step["workload"], found or "(none)", run_id,
-        )  # fmt: skip
-        return False
-    return True
 
 
 def _fail_revert(what: str, exc: Exception) -> None:
@@ -452,9 +451,22 @@ def states_of(
 
 
 def rollback_gate(
-    *, watched: list[str], mapped: list[str] | None = None, **context: Any
+    *,
+    watched: list[str],
+    mapped: list[str] | None = None,
+    approval_task_id: str | None = None,
+    **context: Any,
 ) -> list[str]:
-    """Open the rollback (return failed steps) only if a rollout/datastore step failed."""
+    """Open the rollback (return failed steps) only if a rollout/datastore step failed.
+
+    With an approval in the DAG, only once it was given: a rejected or timed-out
+    approval leaves every step ``upstream_failed`` and nothing to revert, and a
+    manual rollback must not revert anything it was not approved for.
+    """
+    if approval_task_id is not None:
+        state = run_states(context).get(approval_task_id)
+        if state != "success":
+            raise AirflowSkipException(f"approval not given ({approval_task_id}: {state})")
     target = manual_rollback_of(context)
     if target is not None:
         log.warning("manual rollback: reverting what run %s changed", target)
@@ -495,6 +507,7 @@ def report(
     targets: Mapping[str, Mapping[str, Any]] | None = None,
     conn_id: str = "kubernetes_default",
     in_cluster: bool = False,
+    approval_task_id: str | None = None,
     **context: Any,
 ) -> dict[str, Any]:
     """Run summary from XCom and task states, the Markdown/HTML run report, rollback metrics.
@@ -507,6 +520,10 @@ def report(
     ti = context["ti"]
     expanded = set(mapped or ())
     summary: dict[str, Any] = {"steps": {}, "reverts": {}}
+    if approval_task_id is not None:
+        from convoy.airflow import approval
+
+        summary["approval"] = approval.decision(context)
     for task_id in steps:
         result = _plain(ti.xcom_pull(task_ids=task_id, key=config.RESULT_KEY))
         found = states_of(states, task_id, mapped=task_id in expanded)
@@ -582,6 +599,7 @@ def _left_behind(
                     workload=str(step["workload"]),
                     current=_current_images(step, conn_id, in_cluster),
                     previous=previous,
+                    only_if_run_id=manual_rollback_of(context),
                 )
             )
         found = leftover.Leftovers(str(ti.dag_id), run_id, tuple(images), tuple(data))
@@ -779,13 +797,20 @@ def write_run_report(
         dry_run=bool(chosen.get("dry_run", params.get("dry_run", False))),
         started=getattr(dag_run, "start_date", None),
         finished=dt.datetime.now(dt.UTC),
-        final_state="failed" if failed else "success",
+        final_state=_final_state(summary, failed),
         services=service_rows,
         datastores=datastore_rows,
         rollback=[*_rollback_steps(summary), *(f"LEFT BEHIND: {line}" for line in left or ())],
         timings=timings,
     )
     return write_report(built, default_reports_dir())
+
+
+def _final_state(summary: Mapping[str, Any], failed: bool) -> str:
+    """``rejected`` / ``approval timed out`` when the approval was not given, else the outcome."""
+    from convoy.airflow import approval
+
+    return approval.final_state(summary.get("approval")) or ("failed" if failed else "success")
 
 
 def write_report_file(dag_id: str, run_id: str, summary: Mapping[str, Any]) -> Path | None:
