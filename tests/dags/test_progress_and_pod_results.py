@@ -143,8 +143,8 @@ def test_pod_result_is_kept_and_sends_the_rollout_metrics(
     ti = FakeTI("wave_1.rollout_cart", {"wave_0.rollout_redis": "success"})
     rollout_task._convoy_context = {"ti": ti, "run_id": "r"}
     rollout_task.__dict__["pod_manager"] = FakePodManager(_result())
-    assert rollout_task.extract_xcom(pod=None) == _result()
-    assert (config.RESULT_KEY, _result()) in ti.pushed
+    assert rollout_task.extract_xcom(pod=None) == {"service": "cart", **_result()}
+    assert (config.RESULT_KEY, {"service": "cart", **_result()}) in ti.pushed
     progress = dict(ti.pushed)[runtime.PROGRESS_KEY]
     assert (progress["done"], progress["total"], progress["unit"]) == (2, 2, "replicas")
     names = [c[0] for c in sent]
@@ -171,8 +171,8 @@ def test_no_rollout_metrics_for_failed_dry_run_or_revert_results(
     ti = FakeTI("wave_1.rollout_cart")
     rollout_task._convoy_context = {"ti": ti, "run_id": "r"}
     rollout_task.__dict__["pod_manager"] = FakePodManager(result)
-    assert rollout_task.extract_xcom(pod=None) == result
-    assert (config.RESULT_KEY, result) in ti.pushed  # the revert still finds it
+    assert rollout_task.extract_xcom(pod=None) == {"service": "cart", **result}
+    assert (config.RESULT_KEY, {"service": "cart", **result}) in ti.pushed  # for the revert
     assert sent == []
 
 
@@ -180,3 +180,19 @@ def test_a_broken_result_never_fails_the_task(rollout_task: Any, sent: list[Any]
     ti = FakeTI("wave_1.rollout_cart")
     rollout_task.record_result({"ti": ti, "run_id": "r"}, _result(readySeconds="soon"))
     assert sent == []
+
+
+def test_a_revert_pod_result_names_its_service_in_the_rollback_summary(
+    write_policy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVOY_EXECUTION_MODE", "kubernetes")
+    dag = build_dag(load_policy(write_policy("shop.yaml", policy_dict("shop"))))
+    revert = dag.task_dict["rollback.revert_cart"]
+    runner_json = _result(
+        action="revert", reverted=True, images={"server": "cart:2.3.0"}, previousImages={}
+    )
+    revert.__dict__["pod_manager"] = FakePodManager(runner_json)
+    result = revert.extract_xcom(pod=None)
+    assert result["service"] == "cart"
+    summary = {"reverts": {"rollback.revert_cart": {"state": "success", "result": result}}}
+    assert runtime._rollback_steps(summary) == ["image cart: server -> cart:2.3.0"]

@@ -113,6 +113,10 @@ class RolloutPodOperator(KubernetesPodOperator):
         # The KPO drops the sidecar result when the pod failed; keep it under our
         # own key first so the revert step knows the previous images either way.
         result = super().extract_xcom(pod, ignore_kill_failure=ignore_kill_failure)
+        if isinstance(result, dict):
+            # The runner knows workloads, not services; the report and the revert
+            # summary name the service, as the local tasks' results do.
+            result = {"service": self.service, **result}
         if self._convoy_context is not None and isinstance(result, dict):
             self._convoy_context["ti"].xcom_push(key=config.RESULT_KEY, value=result)
             self.record_result(self._convoy_context, result)
