@@ -337,6 +337,9 @@ def validate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, A
         kwargs["conninfo"] = postgres_conninfo(stage.ds.conn_id)
     else:
         kwargs["mongo_client"] = mongo_client(stage.ds.conn_id)
+        # Mongo validation streams whole collections in batches: long enough
+        # for the Upgrades page to show how far it got.
+        kwargs["progress"] = runtime.progress_sink(context["ti"])
     report = validate_datastore(
         stage.ds,
         run_dir=run_dir(stage.policy_name, stage.ctx.run_id, datastore),

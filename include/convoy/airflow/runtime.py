@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from convoy.airflow import config
 from convoy.observe import metrics
-from convoy.observe.progress import progress_value
+from convoy.observe.progress import ProgressSink, progress_value
 from convoy.plan import build_plan, render_text
 from convoy.policy.loader import load_policy
 
@@ -69,6 +69,19 @@ def publish_progress(ti: Any, value: Mapping[str, Any]) -> None:
         ti.xcom_push(key=PROGRESS_KEY, value=dict(value))
     except Exception:
         log.warning("could not push progress %s", value, exc_info=True)
+
+
+def progress_sink(ti: Any, *, label: str | None = None) -> ProgressSink:
+    """A :class:`~convoy.observe.progress.Progress` sink pushing XCom ``progress`` (never raises).
+
+    ``label`` replaces the record's own, so that mid-run records and the final
+    one of :func:`rollout_done` (labelled with the service) read the same.
+    """
+
+    def sink(value: Mapping[str, Any]) -> None:
+        publish_progress(ti, value if label is None else {**value, "label": label})
+
+    return sink
 
 
 def step_kind(task_id: str) -> metrics.StepKind | None:
@@ -269,6 +282,7 @@ def rollout_local(
             deadline_seconds=deadline_seconds,
             dry_run=bool(chosen["dry_run"]),
             run_id=str(context.get("run_id", "")),
+            progress=progress_sink(ti, label=step["service"]),
         )
     except Exception as exc:
         _fail_or_retry(f"rollout of {step['service']}", exc)
@@ -402,6 +416,7 @@ def revert_local(
             deadline_seconds=deadline_seconds,
             run_id=str(context.get("run_id", "")),
             only_if_run_id=target,
+            progress=progress_sink(context["ti"], label=service),
         )
     except Exception as exc:
         _fail_revert(f"revert of {service}", exc)

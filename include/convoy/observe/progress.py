@@ -168,6 +168,13 @@ class Progress:
             self._send(now)
         return due
 
+    def update(self, done: int) -> bool:
+        """Set ``done`` to a measured count (e.g. ready replicas, which may also drop).
+
+        Same logging and sink limits as :meth:`advance`; returns whether it logged.
+        """
+        return self.advance(done - self.done)
+
     def value(self, *, eta_seconds: float | None = None) -> dict[str, Any]:
         """The current :func:`progress_value` (``eta_seconds`` overrides the estimate)."""
         rate = self.rate()

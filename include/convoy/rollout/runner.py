@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 from kubernetes.client import ApiClient
 
+from convoy.observe.progress import Progress, ProgressSink
 from convoy.rollout.api import Conflict, KubernetesIO, NotFound, RetryPolicy, WorkloadRef
 from convoy.rollout.errors import (
     ApiUnavailable,
@@ -91,40 +93,97 @@ class RolloutResult:
 
 
 class ProgressLog:
-    """Progress lines ``cart: 2/3 updated, 1/3 ready (66%) 0.8 replicas/s ETA 2s``, rate-limited."""
+    """Progress lines ``cart: 2/3 updated, 1/3 ready (66%) 0.8 replicas/s ETA 2s``, rate-limited.
 
-    def __init__(self, label: str, log: LogFn, interval: float, clock: Callable[[], float]):
+    Rate and ETA come from a :class:`~convoy.observe.progress.Progress` over the
+    replicas that are both updated and ready, which also hands its record to
+    ``sink`` (bounded by ``sink_interval_s``, and at :meth:`finish`).
+    """
+
+    def __init__(
+        self,
+        label: str,
+        log: LogFn,
+        interval: float,
+        clock: Callable[[], float],
+        *,
+        sink: ProgressSink | None = None,
+        sink_interval_s: float | None = None,
+    ):
         self.label, self.log, self.interval, self.clock = label, log, interval, clock
-        self.started = clock()
-        self.first_updated: int | None = None
+        self.sink, self.sink_interval_s = sink, sink_interval_s
+        self.counter: Progress | None = None
         self.last_line = ""
         self.last_time = float("-inf")
 
+    @staticmethod
+    def done(state: RolloutState, pods: int | None = None) -> int:
+        """Replicas both updated and ready, from a status that counts each separately.
+
+        The ready count includes the old revision's pods, so with the number of
+        ``pods`` of every revision the overlap is bounded from below too: an
+        updated pod that is not ready yet is not counted while old ones serve.
+        """
+        done = min(state.updated, state.ready, max(state.desired, 0))
+        if pods:
+            done = min(done, state.updated + state.ready - pods)
+        return max(0, done)
+
+    def track(self, state: RolloutState, pods: int | None = None) -> None:
+        desired = max(state.desired, 0)
+        if self.counter is None:
+            if not state.observed:
+                # counts before the controller observed the new spec are the old revision's
+                return
+            # The rate counts from here, so replicas already updated before the
+            # wait (a retried apply) do not inflate it.
+            self.counter = Progress(
+                desired,
+                self.label,
+                lambda _line: None,  # the lines are this class's own
+                unit="replicas",
+                min_interval_s=math.inf,
+                done=self.done(state, pods),
+                clock=self.clock,
+                sink=self.sink,
+                sink_interval_s=self.sink_interval_s,
+            )
+        self.counter.set_total(desired)
+        self.counter.update(self.done(state, pods))
+
     def line(self, state: RolloutState) -> str:
         desired = max(state.desired, 0)
-        if self.first_updated is None and state.observed:
-            # counts before the controller observed the new spec are the old revision's
-            self.first_updated = state.updated
-            self.started = self.clock()
-        elapsed = max(self.clock() - self.started, 1e-6)
-        base = state.updated if self.first_updated is None else self.first_updated
-        rate = max(state.updated - base, 0) / elapsed
         pct = int(100 * state.updated / desired) if desired else 100
         text = (
             f"{self.label}: {state.updated}/{desired} updated, {state.ready}/{desired} ready "
             f"({pct}%)"
         )
-        remaining = desired - min(state.updated, state.ready)
-        if rate > 0:
-            text += f" {rate:.1f} replicas/s ETA {round(remaining / rate)}s"
+        rate = self.counter.rate() if self.counter is not None else 0.0
+        eta = self.counter.eta_s() if self.counter is not None else None
+        if rate > 0 and eta is not None:
+            text += f" {rate:.1f} replicas/s ETA {round(eta)}s"
         return text
 
-    def report(self, state: RolloutState, *, force: bool = False) -> None:
+    def report(self, state: RolloutState, *, force: bool = False, pods: int | None = None) -> None:
+        self.track(state, pods)
         text = self.line(state)
         now = self.clock()
         if force or (text != self.last_line and now - self.last_time >= self.interval):
             self.log(text)
             self.last_line, self.last_time = text, now
+
+    def finish(self, state: RolloutState, pods: int | None = None) -> None:
+        """Hand the final record to the sink (the last line is logged by :meth:`report`)."""
+        self.track(state, pods)
+        if self.counter is not None:
+            self.counter.finish()
+
+
+def pod_count(obj: Mapping[str, Any]) -> int | None:
+    """Pods of every revision a workload's status counts (``None``: not reported)."""
+    status = obj.get("status") or {}
+    value = status.get("replicas", status.get("currentNumberScheduled"))
+    return None if value is None else int(value)
 
 
 def _as_log(log: LogFn | logging.Logger | None) -> LogFn:
@@ -146,6 +205,7 @@ class RolloutRunner:
         retry: RetryPolicy | None = None,
         stall_seconds: float = 30.0,
         progress_interval: float = 2.0,
+        progress_sink_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -154,6 +214,8 @@ class RolloutRunner:
         self.retry = self.io.retry
         self.stall_seconds = stall_seconds
         self.progress_interval = progress_interval
+        #: ``None``: ``$CONVOY_PROGRESS_PUSH_INTERVAL_S`` (5 s), read per wait.
+        self.progress_sink_interval = progress_sink_interval
         self._clock = clock
         self._sleep = sleep
 
@@ -166,11 +228,17 @@ class RolloutRunner:
         deadline_seconds: float,
         dry_run: bool = False,
         run_id: str | None = None,
+        progress: ProgressSink | None = None,
     ) -> RolloutResult:
-        """Set ``target.containers`` images and wait until the rollout completes."""
+        """Set ``target.containers`` images and wait until the rollout completes.
+
+        ``progress`` receives :func:`~convoy.observe.progress.progress_value`
+        records (replicas updated and ready of the desired ones) while it waits.
+        """
         return self._set_images(
-            "apply", target, deadline_seconds=deadline_seconds, dry_run=dry_run, run_id=run_id
-        )
+            "apply", target, deadline_seconds=deadline_seconds, dry_run=dry_run, run_id=run_id,
+            progress=progress,
+        )  # fmt: skip
 
     def revert(
         self,
@@ -180,6 +248,7 @@ class RolloutRunner:
         dry_run: bool = False,
         run_id: str | None = None,
         only_if_run_id: str | None = None,
+        progress: ProgressSink | None = None,
     ) -> RolloutResult:
         """Put back ``target.containers`` (or the ``convoy.dev/previous-images`` annotation).
 
@@ -188,7 +257,7 @@ class RolloutRunner:
         ``message``): a later run's rollout must not be flipped back. ``run_id``
         counts as a match too, because an earlier try of this same revert may
         already have patched the workload back and the retry still has to wait
-        for that rollout.
+        for that rollout. ``progress`` is as for :meth:`apply`.
         """
         if only_if_run_id is not None or not target.containers:
             obj = self._get(target.ref)
@@ -207,8 +276,9 @@ class RolloutRunner:
                 )
             target = Target(target.namespace, target.kind, target.name, json.loads(raw))
         return self._set_images(
-            "revert", target, deadline_seconds=deadline_seconds, dry_run=dry_run, run_id=run_id
-        )
+            "revert", target, deadline_seconds=deadline_seconds, dry_run=dry_run, run_id=run_id,
+            progress=progress,
+        )  # fmt: skip
 
     def status(self, ref: WorkloadRef | Target) -> RolloutResult:
         """Where the workload's rollout stands now (one GET)."""
@@ -285,6 +355,7 @@ class RolloutRunner:
         deadline_seconds: float,
         dry_run: bool,
         run_id: str | None,
+        progress: ProgressSink | None = None,
     ) -> RolloutResult:
         ref = target.ref
         started = self._clock()
@@ -340,7 +411,7 @@ class RolloutRunner:
             raise AssertionError
         if not changes:
             changed = False
-        state, final = self._wait(target, deadline_at)
+        state, final = self._wait(target, deadline_at, progress)
         return self._result(
             action, target, final, state, changed, False, previous, "complete", started, run_id
         )
@@ -404,12 +475,17 @@ class RolloutRunner:
 
     # -------------------------------------------------------------------- wait
 
-    def _wait(self, target: Target, deadline_at: float) -> tuple[RolloutState, dict[str, Any]]:
+    def _wait(
+        self, target: Target, deadline_at: float, sink: ProgressSink | None = None
+    ) -> tuple[RolloutState, dict[str, Any]]:
         ref = target.ref
-        progress = ProgressLog(ref.name, self.log, self.progress_interval, self._clock)
+        progress = ProgressLog(
+            ref.name, self.log, self.progress_interval, self._clock,
+            sink=sink, sink_interval_s=self.progress_sink_interval,
+        )  # fmt: skip
         obj, rv = self._list(ref)
         state = judge(ref.kind, obj)
-        progress.report(state, force=True)
+        progress.report(state, force=True, pods=pod_count(obj))
         last_key, last_move = state.progress_key(), self._clock()
         diagnosed, quick_closes = False, 0
         while not state.done:
@@ -441,7 +517,7 @@ class RolloutRunner:
                 if etype == "DELETED":
                     raise WorkloadNotFound(ref.namespace, ref.kind, ref.name)
                 obj, state = eobj, judge(ref.kind, eobj)
-                progress.report(state, force=state.done)
+                progress.report(state, force=state.done, pods=pod_count(obj))
                 if state.progress_key() != last_key:
                     last_key, last_move, diagnosed = state.progress_key(), self._clock(), False
                 if state.done or state.failed:
@@ -455,6 +531,7 @@ class RolloutRunner:
                 self._sleep(self.retry.delay(min(quick_closes, self.retry.attempts)))
             else:
                 quick_closes = 0
+        progress.finish(state, pod_count(obj))
         return state, obj
 
     def _list(self, ref: WorkloadRef) -> tuple[dict[str, Any], str]:

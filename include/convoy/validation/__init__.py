@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convoy.observe.progress import ProgressSink
 from convoy.validation.models import ExpectationOutcome, OnFailure, ValidationReport
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def validate_datastore(
     run_dir: Path,
     log: Callable[[str], None] = print,
     mongo_batch_size: int | None = None,
+    progress: ProgressSink | None = None,
 ) -> ValidationReport:
     """Run every validation suite of ``datastore``; Data Docs go to ``run_dir/data_docs/<name>/``.
 
@@ -40,6 +42,7 @@ def validate_datastore(
     included); MongoDB needs ``mongo_client`` (pymongo or mongomock client).
     Failures of expectations are returned, not raised; an unreachable
     datastore or a missing table shows as failed outcomes with ``error`` set.
+    ``progress`` (MongoDB only) receives documents validated of those estimated.
     """
     if not datastore.validation:
         return ValidationReport(datastore=datastore.name)
@@ -59,4 +62,5 @@ def validate_datastore(
         run_dir=run_dir,
         log=log,
         batch_size=mongo_batch_size or DEFAULT_BATCH_SIZE,
+        progress=progress,
     )

@@ -12,6 +12,11 @@
   reaches this module anyway, reported as an error outcome.
 
 Dotted column names (``address.city``) read nested fields.
+
+A ``progress`` sink (:mod:`convoy.observe.progress`) receives documents
+validated out of the documents the batched suites will read (the collections'
+``estimated_document_count``, one scan per suite), at the usual bounded
+frequency and once at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convoy.observe.progress import Progress, ProgressSink
 from convoy.policy.expectations import mongo_support
 from convoy.validation.combine import BatchResult, combine_map_results
 from convoy.validation.gx_runtime import (
@@ -54,9 +60,10 @@ def validate_mongo(
     run_dir: Path,
     log: Callable[[str], None] = print,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressSink | None = None,
 ) -> ValidationReport:
     with quiet():
-        return _validate(datastore, client, run_dir, log, batch_size)
+        return _validate(datastore, client, run_dir, log, batch_size, progress)
 
 
 def _validate(
@@ -65,6 +72,7 @@ def _validate(
     run_dir: Path,
     log: Callable[[str], None],
     batch_size: int,
+    sink: ProgressSink | None = None,
 ) -> ValidationReport:
     started = time.monotonic()
     docs_dir = Path(run_dir) / "data_docs" / safe_name(datastore.name)
@@ -73,7 +81,8 @@ def _validate(
     source = context.data_sources.add_pandas(name=safe_name(f"mongo-{datastore.name}"))
     outcomes: dict[int, ExpectationOutcome] = {}
     planned_all: list[PlannedExpectation] = []
-    for number, validation in enumerate(datastore.validation):
+    suites: list[list[PlannedExpectation]] = []
+    for validation in datastore.validation:
         planned = plan_suite(
             validation.collection,
             validation.expectations,
@@ -81,6 +90,20 @@ def _validate(
             start=len(planned_all),
         )
         planned_all.extend(planned)
+        suites.append(planned)
+    scanned = [
+        database[v.collection]
+        for v, planned in zip(datastore.validation, suites, strict=True)
+        if any(mongo_support(p.expectation_type) == "batched" for p in planned)
+    ]
+    progress = Progress(
+        _estimated_documents(scanned) if sink is not None else None,
+        f"{datastore.name}/validation",
+        lambda _line: None,  # the per-batch lines below already say how far it got
+        unit="documents",
+        sink=sink,
+    )
+    for number, (validation, planned) in enumerate(zip(datastore.validation, suites, strict=True)):
         collection = database[validation.collection]
         batched: list[PlannedExpectation] = []
         for item in planned:
@@ -95,8 +118,13 @@ def _validate(
                 )
         if batched:
             outcomes.update(
-                _run_batched(context, source, number, collection, batched, batch_size, log)
+                _run_batched(
+                    context, source, number, collection, batched, batch_size, log, progress
+                )
             )
+    # The estimate may be off (writes during the scan); what was read is exact.
+    progress.set_total(progress.done)
+    progress.finish()
     data_docs = _build_docs(context, docs_dir, log)
     ordered = tuple(outcomes.get(p.index) or error_outcome(p, "no result") for p in planned_all)
     for outcome in ordered:
@@ -117,6 +145,7 @@ def _run_batched(
     planned: Sequence[PlannedExpectation],
     batch_size: int,
     log: Callable[[str], None],
+    progress: Progress | None = None,
 ) -> dict[int, ExpectationOutcome]:
     import great_expectations as gx
 
@@ -158,6 +187,8 @@ def _run_batched(
                         )
                     )
         log(f"validation {name}: {documents} documents checked")
+        if progress is not None:
+            progress.advance(len(frame))
     out = dict(failed)
     for _suite, _fmt, group in groups:
         for item in group:
@@ -176,6 +207,29 @@ def _run_batched(
                 error=combined.error,
             )
     return out
+
+
+def _estimated_documents(collections: Sequence[Any]) -> int | None:
+    """Documents the scans will read (``None``: unknown, then no percentage or ETA)."""
+    total = 0
+    for collection in collections:
+        try:
+            total += int(collection.estimated_document_count())
+        except Exception as exc:
+            if _connection_failure(exc):
+                # Counting would wait for the server once more; the scan reports it.
+                return None
+            # Views have no collection metadata to estimate from: count them.
+            try:
+                total += int(collection.count_documents({}))
+            except Exception:
+                return None
+    return total
+
+
+def _connection_failure(exc: BaseException) -> bool:
+    """pymongo's ``ConnectionFailure`` family, by name (mongomock clients have no pymongo)."""
+    return any(cls.__name__ == "ConnectionFailure" for cls in type(exc).__mro__)
 
 
 def iter_frames(collection: Any, columns: Sequence[str], batch_size: int) -> Iterator[Any]:

@@ -454,3 +454,85 @@ def test_request_budget_of_a_rollout(
     assert watch.query["fieldSelector"] == "metadata.name=cart"
     listed = next(r for r in requests if r.verb == "LIST")
     assert listed.query["fieldSelector"] == "metadata.name=cart"
+
+
+def test_slow_rollout_reports_progress_records_while_it_waits(
+    emulated_cluster: Any, make_runner: Callable[..., RolloutRunner], log_lines: list[str]
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "cart", {"server": "cart:2.3.0"}, replicas=3)
+    records: list[dict[str, Any]] = []
+    runner = make_runner(progress_sink_interval=0)
+    result = runner.apply(
+        Target(NS, "Deployment", "cart", {"server": "cart:2.4.0-slow"}),
+        deadline_seconds=20,
+        progress=lambda value: records.append(dict(value)),
+    )
+    assert result.status == "complete"
+    assert {r["unit"] for r in records} == {"replicas"}
+    assert {r["label"] for r in records} == {"cart"}
+    assert {r["total"] for r in records} == {3}
+    assert any(0 < r["done"] < 3 for r in records[:-1])
+    assert records[-1]["done"] == 3
+    assert records[-1]["pct"] == 100.0
+    assert records[-1]["eta_seconds"] == 0.0
+    assert records[-1]["rate"] > 0
+    assert all(r["updated_at"] for r in records)
+    # before the controller observed the new spec, the old revision's ready
+    # replicas must not show up as done
+    assert records[0]["done"] < 3
+    json.dumps(records)
+    # the log lines keep their shape
+    assert [line for line in log_lines if " updated, " in line][-1].startswith(
+        "cart: 3/3 updated, 3/3 ready (100%)"
+    )
+
+
+def test_revert_reports_progress_and_the_interval_bounds_it(
+    emulated_cluster: Any, make_runner: Callable[..., RolloutRunner]
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "cart", {"server": "cart:2.3.0"}, replicas=3)
+    target = Target(NS, "Deployment", "cart", {"server": "cart:2.4.0-slow"})
+    make_runner().apply(target, deadline_seconds=20)
+    records: list[dict[str, Any]] = []
+    # An interval longer than any test: only the first record and the final one.
+    runner = make_runner(progress_sink_interval=3600)
+    result = runner.revert(
+        Target(NS, "Deployment", "cart", {}),
+        deadline_seconds=20,
+        progress=lambda value: records.append(dict(value)),
+    )
+    assert result.images == {"server": "cart:2.3.0"}
+    assert len(records) == 2
+    assert records[-1]["done"] == records[-1]["total"] == 3
+
+
+def test_a_failing_progress_callback_does_not_fail_the_rollout(
+    emulated_cluster: Any, make_runner: Callable[..., RolloutRunner]
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "cart", {"server": "cart:2.3.0"}, replicas=2)
+
+    def broken(value: Any) -> None:
+        raise RuntimeError("xcom backend down")
+
+    result = make_runner(progress_sink_interval=0).apply(
+        Target(NS, "Deployment", "cart", {"server": "cart:2.4.0"}),
+        deadline_seconds=20,
+        progress=broken,
+    )
+    assert result.status == "complete"
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "DaemonSet"])
+def test_progress_records_of_each_kind_never_exceed_and_end_at_the_total(
+    emulated_cluster: Any, make_runner: Callable[..., RolloutRunner], kind: str
+) -> None:
+    emulated_cluster.add_workload(kind, NS, "cart", {"server": "cart:2.3.0"}, replicas=3)
+    records: list[dict[str, Any]] = []
+    make_runner(progress_sink_interval=0).apply(
+        Target(NS, kind, "cart", {"server": "cart:2.4.0"}),
+        deadline_seconds=20,
+        progress=lambda value: records.append(dict(value)),
+    )
+    assert records
+    assert all(0 <= r["done"] <= r["total"] for r in records)
+    assert records[-1]["done"] == records[-1]["total"] > 0
