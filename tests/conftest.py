@@ -76,3 +76,15 @@ def demo_run(repo_root: Path) -> Iterator[Any]:
         yield run_demo(repo_root, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[Any]:
+    """A local HTTP server collecting the alerts POSTed to ``.url()``."""
+    from webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()

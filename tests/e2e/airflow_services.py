@@ -1,27 +1,23 @@
-"""Real Airflow services as subprocesses, and a webhook receiver, for e2e tests.
+"""Real Airflow services as subprocesses, for e2e tests.
 
 :class:`AirflowServices` owns a private ``AIRFLOW_HOME`` (SQLite metadata DB,
 LocalExecutor) and starts ``scheduler``, ``triggerer``, ``dag-processor`` and
 ``api-server`` as their own process groups, so stopping one also ends the
 task and trigger processes it spawned. Each service logs to its own file;
 :meth:`AirflowServices.log_tails` is meant for assertion messages.
-:class:`WebhookReceiver` is a local HTTP server collecting JSON POSTs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
 import socket
 import sqlite3
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -203,50 +199,3 @@ def airflow_services(root: Path, env: Mapping[str, str]) -> Iterator[AirflowServ
         yield services
     finally:
         services.stop_all()
-
-
-class WebhookReceiver:
-    """A local HTTP server answering 200 to every POST and keeping the raw bodies."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        #: Wall-clock time (``time.time()``) each body arrived.
-        self.arrived: list[float] = []
-        self.received = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                receiver.bodies.append(self.rfile.read(length))
-                receiver.arrived.append(time.time())
-                receiver.received.set()
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def json_bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(b) for b in self.bodies]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@contextlib.contextmanager
-def webhook_receiver() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    try:
-        yield receiver
-    finally:
-        receiver.close()

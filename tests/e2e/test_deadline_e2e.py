@@ -20,20 +20,14 @@ import datetime as dt
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from airflow_services import (
-    AirflowServices,
-    WebhookReceiver,
-    airflow_services,
-    wait_for,
-    webhook_receiver,
-)
+from airflow_services import AirflowServices, airflow_services, wait_for
 from e2e_helpers import REPO
+from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -70,14 +64,8 @@ def _policy(webhook: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as r:
-        yield r
-
-
 def test_a_run_that_misses_its_deadline_fires_the_deadline_alert(
-    emulated_cluster: Any, receiver: WebhookReceiver, tmp_path: Path
+    emulated_cluster: Any, webhook_receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     from convoy.policy import load_policy
 
@@ -86,7 +74,9 @@ def test_a_run_that_misses_its_deadline_fires_the_deadline_alert(
     # The path carries a token, as real webhook URLs do: it must never reach the alert.
     token = secrets.token_hex(8)
     path = policies / f"{DAG_ID}.yaml"
-    path.write_text(yaml.safe_dump(_policy(receiver.url(f"/hooks/{token}")), sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(_policy(webhook_receiver.url(f"/hooks/{token}")), sort_keys=False)
+    )
     loaded = load_policy(path)
     emulated_cluster.seed_from_policy(loaded.policy)
     kubeconfig = emulated_cluster.write_kubeconfig(tmp_path / "kubeconfig")
@@ -114,7 +104,7 @@ def test_a_run_that_misses_its_deadline_fires_the_deadline_alert(
         parsed = time.monotonic()
         af.cli("dags", "trigger", DAG_ID, "--run-id", RUN_ID)
         triggered = time.monotonic()
-        if not receiver.received.wait(ALERT_TIMEOUT):
+        if not webhook_receiver.received.wait(ALERT_TIMEOUT):
             raise AssertionError(
                 f"no alert within {ALERT_TIMEOUT} s of the trigger; "
                 + _db_state(af)
@@ -129,7 +119,7 @@ def test_a_run_that_misses_its_deadline_fires_the_deadline_alert(
             "JOIN dag_run r ON d.dagrun_id = r.id WHERE r.run_id = ?",
             RUN_ID,
         )
-        [raw] = receiver.bodies
+        [raw] = webhook_receiver.raw
         body = json.loads(raw)
         context = f"\nalert: {body}" + _db_state(af) + af.log_tails()
         assert body["event"] == "deadline", context
@@ -146,7 +136,7 @@ def test_a_run_that_misses_its_deadline_fires_the_deadline_alert(
         assert run_state == [("running",)], context
         assert missed == 1, context
         assert _utc(deadline_time) - _utc(queued_at) == dt.timedelta(seconds=DEADLINE_SECONDS)
-        assert receiver.arrived[0] >= _utc(deadline_time).timestamp(), context
+        assert webhook_receiver.arrived[0] >= _utc(deadline_time).timestamp(), context
         # What kept the run going: its rollout, patched and waiting for pods that never get
         # ready. Under load the deadline can pass while preflight still runs, so this is
         # checked after the alert rather than at the moment it arrived.

@@ -10,15 +10,14 @@ import json
 import logging
 import re
 import shlex
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from e2e_helpers import images, load_dag, states
+from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -33,40 +32,6 @@ LEFT_LINE = (
     f"checkout: Deployment/checkoutservice still at server={CHECKOUT_NEW} (revert failed), "
     f"should be back at server={CHECKOUT_OLD}; finish by hand: {HAND_COMMAND}"
 )
-
-
-class _Webhook:
-    """A local HTTP receiver of the alerts' JSON."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook() -> Iterator[_Webhook]:
-    receiver = _Webhook()
-    yield receiver
-    receiver.close()
 
 
 def _small_policy(policy_dir: Callable[..., Any], alert_url: str) -> Any:
@@ -87,7 +52,7 @@ def _small_policy(policy_dir: Callable[..., Any], alert_url: str) -> Any:
 def test_revert_that_fails_on_every_try_is_left_for_a_human(
     cluster: Any,
     policy_dir: Callable[..., Any],
-    webhook: _Webhook,
+    webhook_receiver: WebhookReceiver,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
@@ -96,7 +61,7 @@ def test_revert_that_fails_on_every_try_is_left_for_a_human(
     monkeypatch.setenv("CONVOY_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("CONVOY_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("CONVOY_REVERT_RETRY_DELAY_SECONDS", "0")
-    loaded = _small_policy(policy_dir, webhook.url)
+    loaded = _small_policy(policy_dir, webhook_receiver.url())
     seeded = cluster.seed_from_policy(loaded.policy, previous_tag=PREVIOUS)
     # The rollout's PATCH of checkout goes through; from then on the runner may no
     # longer patch that one Deployment (its permission revoked mid-run), so every
@@ -146,8 +111,8 @@ def test_revert_that_fails_on_every_try_is_left_for_a_human(
     assert f"LEFT BEHIND: {LEFT_LINE}" in md.read_text()
 
     # The onRollback webhook.
-    rollback_alerts = [b for b in webhook.bodies if b["event"] == "rollback"]
-    assert len(rollback_alerts) == 1, webhook.bodies
+    rollback_alerts = [b for b in webhook_receiver.bodies if b["event"] == "rollback"]
+    assert len(rollback_alerts) == 1, webhook_receiver.bodies
     alert = rollback_alerts[0]
     assert alert["rollback_failed"] == ["rollback.revert_checkout"]
     assert alert["state_left_behind"] == [LEFT_LINE]

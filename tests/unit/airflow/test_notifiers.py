@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
+from webhook_receiver import WebhookReceiver
 
 from convoy.airflow import alerts
 from convoy.airflow.notifiers import (
@@ -163,42 +162,17 @@ def test_payload_has_the_documented_fields(monkeypatch: pytest.MonkeyPatch) -> N
 # --------------------------------------------------------------------------- webhook
 
 
-class _Receiver:
-    def __init__(self, statuses: list[int]) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.statuses = statuses
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                receiver.bodies.append(json.loads(self.rfile.read(length)))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/convoy?token=abc"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+#: The token in the path must never reach a log line or an alert.
+HOOK = "/hooks/convoy?token=abc"
 
 
 @pytest.fixture
-def receiver() -> Iterator[_Receiver]:
-    r = _Receiver([])
-    yield r
-    r.close()
+def receiver(webhook_receiver: WebhookReceiver) -> WebhookReceiver:
+    return webhook_receiver
 
 
-def test_webhook_delivers_one_json_alert(receiver: _Receiver) -> None:
-    [notifier] = alerts.notifiers_for([receiver.url], policy=POLICY)
+def test_webhook_delivers_one_json_alert(receiver: WebhookReceiver) -> None:
+    [notifier] = alerts.notifiers_for([receiver.url(HOOK)], policy=POLICY)
     assert isinstance(notifier, WebhookNotifier)
     notifier(context(FAILED_AND_ROLLED_BACK))
     assert len(receiver.bodies) == 1
@@ -209,25 +183,25 @@ def test_webhook_delivers_one_json_alert(receiver: _Receiver) -> None:
 
 
 def test_webhook_retries_server_errors_a_bounded_number_of_times() -> None:
-    r = _Receiver([500, 503])
+    r = WebhookReceiver([500, 503])
     try:
-        WebhookNotifier(r.url, policy=POLICY, retries=2, backoff=0.01)(
+        WebhookNotifier(r.url(HOOK), policy=POLICY, retries=2, backoff=0.01)(
             context(FAILED_AND_ROLLED_BACK)
         )
         assert len(r.bodies) == 3
         r.statuses[:] = [500] * 10
         with pytest.raises(RuntimeError, match=r"did not accept the alert: HTTP 500"):
-            WebhookNotifier(r.url, retries=1, backoff=0.01).notify(context({}))
+            WebhookNotifier(r.url(HOOK), retries=1, backoff=0.01).notify(context({}))
         assert len(r.bodies) == 5
     finally:
         r.close()
 
 
 def test_webhook_does_not_retry_a_refusal_and_hides_the_url_token() -> None:
-    r = _Receiver([400])
+    r = WebhookReceiver([400])
     try:
         with pytest.raises(RuntimeError) as info:
-            WebhookNotifier(r.url, retries=3, backoff=0.01).notify(context({}))
+            WebhookNotifier(r.url(HOOK), retries=3, backoff=0.01).notify(context({}))
         assert len(r.bodies) == 1
         assert "token" not in str(info.value)
         assert "/hooks" not in str(info.value)
@@ -340,10 +314,10 @@ def test_plain_smtp_connection_id_uses_the_recipients_of_its_extra(
 
 
 def test_failure_delivers_exactly_one_alert_per_channel(
-    smtp_server: _Mailbox, receiver: _Receiver
+    smtp_server: _Mailbox, receiver: WebhookReceiver
 ) -> None:
     notifiers = alerts.notifiers_for(
-        ["smtp://alerts_smtp?to=oncall@example.com", receiver.url], policy=POLICY
+        ["smtp://alerts_smtp?to=oncall@example.com", receiver.url(HOOK)], policy=POLICY
     )
     ctx = context(FAILED_AND_ROLLED_BACK)
     for notifier in notifiers:
@@ -402,9 +376,11 @@ def test_deadline_alert_builds_and_a_dag_accepts_it() -> None:
         alerts.deadline_alert(5, policy=POLICY, targets=["sms://x"])
 
 
-def test_deadline_callback_sends_the_deadline_alert(receiver: _Receiver) -> None:
+def test_deadline_callback_sends_the_deadline_alert(receiver: WebhookReceiver) -> None:
     ctx = context({"wave_0.rollout_redis": "running"})
-    sent = asyncio.run(alerts.deadline_missed(policy=POLICY, targets=[receiver.url], context=ctx))
+    sent = asyncio.run(
+        alerts.deadline_missed(policy=POLICY, targets=[receiver.url(HOOK)], context=ctx)
+    )
     assert sent == 1
     [body] = receiver.bodies
     assert body["event"] == "deadline"
@@ -413,14 +389,16 @@ def test_deadline_callback_sends_the_deadline_alert(receiver: _Receiver) -> None
 
 
 def test_deadline_callback_takes_the_run_id_from_the_scheduler_context(
-    receiver: _Receiver,
+    receiver: WebhookReceiver,
 ) -> None:
     # What Deadline.handle_miss passes: the run as the REST API shows it.
     ctx = {
         "dag_run": {"dag_id": "convoy_shop", "dag_run_id": "manual__2026", "state": "running"},
         "deadline": {"id": "d1", "deadline_time": "2026-11-26T00:00:00+00:00"},
     }
-    sent = asyncio.run(alerts.deadline_missed(policy=POLICY, targets=[receiver.url], context=ctx))
+    sent = asyncio.run(
+        alerts.deadline_missed(policy=POLICY, targets=[receiver.url(HOOK)], context=ctx)
+    )
     assert sent == 1
     [body] = receiver.bodies
     assert body["event"] == "deadline"
