@@ -170,6 +170,10 @@ class _Stage:
     def engine(self) -> DatastoreEngine:
         return build_engine(self.ds)
 
+    def reporting(self) -> RunContext:
+        """``ctx`` whose engine stage pushes its progress as this task's XCom ``progress``."""
+        return dataclasses.replace(self.ctx, progress=runtime.progress_sink(self.context["ti"]))
+
     def done(self, data: dict[str, Any]) -> dict[str, Any]:
         self.context["ti"].xcom_push(key=config.RESULT_KEY, value=data)
         return data
@@ -189,7 +193,7 @@ def _fail_deterministic(what: str, exc: Exception) -> None:
 def backup(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any]:
     stage = _Stage(policy_path, datastore, context)
     try:
-        result = stage.engine().backup(stage.ctx, dry_run=stage.dry_run)
+        result = stage.engine().backup(stage.reporting(), dry_run=stage.dry_run)
     except Exception as exc:
         _fail_deterministic(f"backup of {datastore}", exc)
         raise
@@ -199,7 +203,7 @@ def backup(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any
 def migrate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any]:
     stage = _Stage(policy_path, datastore, context)
     try:
-        result = stage.engine().migrate(stage.ctx, dry_run=stage.dry_run)
+        result = stage.engine().migrate(stage.reporting(), dry_run=stage.dry_run)
     except Exception as exc:
         _fail_deterministic(f"migrations of {datastore}", exc)
         raise
@@ -332,14 +336,11 @@ def validate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, A
             raise
         log.info("validation layer not installed")
         raise AirflowSkipException("validation layer not installed") from exc
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"progress": runtime.progress_sink(context["ti"])}
     if isinstance(stage.ds, PostgresDatastore):
         kwargs["conninfo"] = postgres_conninfo(stage.ds.conn_id)
     else:
         kwargs["mongo_client"] = mongo_client(stage.ds.conn_id)
-        # Mongo validation streams whole collections in batches: long enough
-        # for the Upgrades page to show how far it got.
-        kwargs["progress"] = runtime.progress_sink(context["ti"])
     report = validate_datastore(
         stage.ds,
         run_dir=run_dir(stage.policy_name, stage.ctx.run_id, datastore),
@@ -393,7 +394,10 @@ def revert(
             log.info("%s: no step ran in this run: nothing to revert", datastore)
             return {"datastore": datastore, "reverted": False, "reason": "no step ran in this run"}
     policy_name, ds, base_dir = load_datastore(policy_path, datastore)
-    ctx = run_context(policy_name, ds, base_dir, context)
+    ctx = dataclasses.replace(
+        run_context(policy_name, ds, base_dir, context),
+        progress=runtime.progress_sink(context["ti"]),
+    )
     if target is not None:
         # Manual rollback: the engine reverts what the target run applied.
         log.info("%s: reverting the data changes of run %s", datastore, target)

@@ -64,7 +64,8 @@ class RunContext:
     data_interval_start: dt.datetime | None = None
     data_interval_end: dt.datetime | None = None
     log: LogFn = field(default=_default_log, compare=False, repr=False)
-    #: Where transforms publish their progress while they run (``None``: only log lines).
+    #: Where every stage (backup, migrate, transform, revert) publishes its progress
+    #: while it runs (``None``: only log lines).
     progress: ProgressSink | None = field(default=None, compare=False, repr=False)
 
     @property

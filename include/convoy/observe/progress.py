@@ -1,8 +1,8 @@
 """Progress lines with done/total, rate and ETA, logged at a bounded frequency.
 
-Generic: used by the PostgreSQL transforms, the rollout runner and the mongo
-engine. ``Progress(total, label, log)`` then ``advance(n)`` per unit of work and
-``finish()`` at the end::
+Generic: used by every datastore stage (backup, migrate, transform, validation,
+revert) of both engines and by the rollout runner. ``Progress(total, label, log)``
+then ``advance(n)`` per unit of work and ``finish()`` at the end::
 
     orders/backfill-status: 120000/500000 rows (24.0%) 41000 rows/s ETA 9s
 

@@ -42,7 +42,8 @@ def validate_datastore(
     included); MongoDB needs ``mongo_client`` (pymongo or mongomock client).
     Failures of expectations are returned, not raised; an unreachable
     datastore or a missing table shows as failed outcomes with ``error`` set.
-    ``progress`` (MongoDB only) receives documents validated of those estimated.
+    ``progress`` receives how far it got: documents validated of those estimated
+    (MongoDB), expectations evaluated of those planned (PostgreSQL).
     """
     if not datastore.validation:
         return ValidationReport(datastore=datastore.name)
@@ -51,7 +52,9 @@ def validate_datastore(
             raise ValueError(f"datastore {datastore.name}: conninfo is required for postgres")
         from convoy.validation.postgres import validate_postgres
 
-        return validate_postgres(datastore, conninfo=conninfo, run_dir=run_dir, log=log)
+        return validate_postgres(
+            datastore, conninfo=conninfo, run_dir=run_dir, log=log, progress=progress
+        )
     if mongo_client is None:
         raise ValueError(f"datastore {datastore.name}: mongo_client is required for mongo")
     from convoy.validation.mongo import DEFAULT_BATCH_SIZE, validate_mongo

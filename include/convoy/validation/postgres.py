@@ -2,6 +2,9 @@
 
 GX compiles each expectation to SQL (counts, ``LIMIT 5`` samples of unexpected
 values) over a whole-table batch; the table is never loaded into pandas.
+
+A ``progress`` sink (:mod:`convoy.observe.progress`) receives expectations
+evaluated of those planned (``<datastore>/validation``), per suite run.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convoy.observe.progress import Progress, ProgressSink
 from convoy.validation.gx_runtime import (
     REDACTED_FORMAT,
     SITE_NAME,
@@ -87,13 +91,14 @@ def validate_postgres(
     conninfo: str,
     run_dir: Path,
     log: Callable[[str], None] = print,
+    progress: ProgressSink | None = None,
 ) -> ValidationReport:
     started = time.monotonic()
     docs_dir = Path(run_dir) / "data_docs" / safe_name(datastore.name)
     url, password = sqlalchemy_url(conninfo)
     secrets = (password, url)
     with quiet():
-        return _validate(datastore, url, secrets, docs_dir, started, log)
+        return _validate(datastore, url, secrets, docs_dir, started, log, progress)
 
 
 def _validate(
@@ -103,24 +108,35 @@ def _validate(
     docs_dir: Path,
     started: float,
     log: Callable[[str], None],
+    sink: ProgressSink | None = None,
 ) -> ValidationReport:
     import great_expectations as gx
 
+    outcomes: dict[int, ExpectationOutcome] = {}
+    planned_all: list[PlannedExpectation] = []
+    suites: list[list[PlannedExpectation]] = []
+    for validation in datastore.validation:
+        planned = plan_suite(
+            validation.table, validation.expectations, validation.on_failure, start=len(planned_all)
+        )
+        planned_all.extend(planned)
+        suites.append(planned)
     context = ephemeral_context(docs_dir)
     source = context.data_sources.add_sql(
         name=safe_name(f"pg-{datastore.name}"), connection_string=url
     )
-    outcomes: dict[int, ExpectationOutcome] = {}
-    planned_all: list[PlannedExpectation] = []
+    progress = Progress(
+        len(planned_all),
+        f"{datastore.name}/validation",
+        log,
+        unit="expectations",
+        sink=sink,
+    )
+    progress.advance(0)  # publishes the total before the first (possibly long) suite
     try:
-        for number, validation in enumerate(datastore.validation):
-            planned = plan_suite(
-                validation.table,
-                validation.expectations,
-                validation.on_failure,
-                start=len(planned_all),
-            )
-            planned_all.extend(planned)
+        for number, (validation, planned) in enumerate(
+            zip(datastore.validation, suites, strict=True)
+        ):
             schema, table = split_table(validation.table)
             try:
                 asset = source.add_table_asset(
@@ -133,6 +149,7 @@ def _validate(
                 message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", secrets)
                 for item in planned:
                     outcomes[item.index] = error_outcome(item, message)
+                progress.advance(len(planned))
                 continue
             for sensitive in (False, True):
                 group = [p for p in planned if p.sensitive == sensitive]
@@ -158,6 +175,8 @@ def _validate(
                     for item in group:
                         outcomes.setdefault(item.index, error_outcome(item, message))
                     continue
+                finally:
+                    progress.advance(len(group))
                 by_index = {p.index: p for p in group}
                 for gx_result in result.results:
                     index = result_index(gx_result)
@@ -167,6 +186,7 @@ def _validate(
             outcomes.setdefault(
                 item.index, error_outcome(item, "no result from great_expectations")
             )
+        progress.finish()
         data_docs = _build_docs(context, docs_dir, log)
     finally:
         _dispose(source)

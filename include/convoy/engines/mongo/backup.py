@@ -38,6 +38,7 @@ from convoy.engines.errors import BackupFailed
 from convoy.engines.mongo.config import MongoConfig
 from convoy.engines.mongo.documents import collection_digest, collection_name, index_specs
 from convoy.engines.mongo.locks import utcnow
+from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile
 from convoy.policy.models import MongoDatastore
 
@@ -107,10 +108,21 @@ def snapshot(
     """Copy each collection not yet copied for this run; returns (names, all were present)."""
     have = {str(r["source"]) for r in manifest(db, cfg, ctx)}
     existing = set(db.list_collection_names())
+    # Counted in collections: each copy is one server-side $out the client cannot follow.
+    progress = Progress(
+        len(names),
+        f"{ctx.datastore.name}/backup",
+        ctx.log,
+        unit="collections",
+        min_interval_s=cfg.progress_interval_s,
+        sink=ctx.progress,
+    )
+    progress.advance(0)  # publishes the total before the first (possibly long) copy
     for name in names:
         collection_name(name, "backup collection")
         if name in have:
             ctx.log(f"{ctx.datastore.name}: backup of {name!r} for run {ctx.run_id} exists, kept")
+            progress.advance()
             continue
         target = backup_name(cfg, ctx, name)
         existed = name in existing
@@ -143,6 +155,8 @@ def snapshot(
             if existed
             else f"{ctx.datastore.name}: {name!r} does not exist yet (dropped on revert)"
         )
+        progress.advance()
+    progress.finish()
     return list(names), set(names) <= have
 
 

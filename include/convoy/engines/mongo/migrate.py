@@ -34,6 +34,7 @@ from convoy.engines.errors import (
 from convoy.engines.mongo import changelog
 from convoy.engines.mongo.config import FaultHook, MongoConfig
 from convoy.engines.mongo.locks import MongoLock, utcnow
+from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile, scan_migrations
 
 Doc = dict[str, Any]
@@ -120,6 +121,15 @@ def apply(
 ) -> list[MigrationRun]:
     log = db[cfg.changelog_collection]
     runs: list[MigrationRun] = []
+    progress = Progress(
+        len(pending),
+        f"{ctx.datastore.name}/migrate",
+        ctx.log,
+        unit="migrations",
+        min_interval_s=cfg.progress_interval_s,
+        sink=ctx.progress,
+    )
+    progress.advance(0)  # publishes the total before the first (possibly long) migration
     for f in pending:
         lock.check()
         module = load_module(f)
@@ -174,4 +184,6 @@ def apply(
         )
         ctx.log(f"{ctx.datastore.name}: applied {f.name} in {ms} ms")
         runs.append(MigrationRun(f.version_text, f.description, f.checksum, False, ms, "applied"))
+        progress.advance()
+    progress.finish()
     return runs

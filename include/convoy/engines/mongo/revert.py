@@ -34,6 +34,7 @@ from convoy.engines.mongo import changelog
 from convoy.engines.mongo.config import MongoConfig
 from convoy.engines.mongo.locks import MongoLock, utcnow
 from convoy.engines.mongo.migrate import function, load_module
+from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile, parse_version
 
 Doc = dict[str, Any]
@@ -137,6 +138,16 @@ def revert(
         return RevertResult(name, ctx.run_id, True, undone, by_snapshot, restored, dropped)
     assert lock is not None
     log = db[cfg.changelog_collection]
+    # One step per down() and per collection brought back from the snapshot.
+    progress = Progress(
+        sum(1 if s.kind == "down" else len(s.collections) for s in steps),
+        f"{name}/revert",
+        ctx.log,
+        unit="steps",
+        min_interval_s=cfg.progress_interval_s,
+        sink=ctx.progress,
+    )
+    progress.advance(0)  # publishes the total before the first (possibly long) step
     for s in steps:
         lock.check()
         if s.kind == "down":
@@ -149,13 +160,16 @@ def revert(
                 raise MigrationFailed(
                     s.file.version_text, str(s.file.path), None, f"down(db) failed: {exc}"
                 ) from exc
+            progress.advance()
         else:
             for c in s.collections:
                 backup_mod.restore(db, cfg, ctx, rows[c])
+                progress.advance()
         if s.entry is not None:
             _mark_reverted(log, s.entry, "down" if s.kind == "down" else "snapshot", ctx.run_id)
     if cfg.checkpoints_collection in db.list_collection_names():
         db[cfg.checkpoints_collection].delete_many({"datastore": name, "run_id": ctx.run_id})
+    progress.finish()
     return RevertResult(name, ctx.run_id, False, undone, by_snapshot, restored, dropped)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from convoy.engines.errors import BackupFailed
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.locks import lock_key
 from convoy.engines.postgres.sql import Conn, TableName, table_name, touched_tables
+from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile
 from convoy.policy.models import PostgresDatastore
 
@@ -82,6 +84,22 @@ def tables_to_back_up(
     for extra in datastore.snapshot_tables:
         names.add(table_name(extra, "snapshotTables"))
     return sorted(names, key=lambda n: (n.schema or "", n.name))
+
+
+def backup_progress(cfg: PostgresConfig, ctx: RunContext, total: int) -> Progress:
+    """Tables backed up of ``total`` (``<datastore>/backup``).
+
+    Counted in tables, not rows: ``pg_class.reltuples`` is -1 until a table
+    was first analysed, so a row total would often be missing.
+    """
+    return Progress(
+        total,
+        f"{ctx.datastore.name}/backup",
+        ctx.log,
+        unit="tables",
+        min_interval_s=cfg.progress_interval_s,
+        sink=ctx.progress,
+    )
 
 
 def resolve(conn: Conn, name: TableName) -> tuple[TableName, int | None]:
@@ -274,13 +292,17 @@ def snapshot(conn: Conn, cfg: PostgresConfig, ctx: RunContext, names: list[Table
         conn.execute(
             "SELECT set_config('lock_timeout', %s, true)", [pg_interval(cfg.lock_timeout_s)]
         )
-        for source, oid in resolve_all(conn, cfg, names):
+        tables = resolve_all(conn, cfg, names)
+        progress = backup_progress(cfg, ctx, len(tables))
+        progress.advance(0)  # publishes the total before the first (possibly long) copy
+        for source, oid in tables:
             if oid is None:
                 _record(
                     conn, cfg, ctx, mode="snapshot", source=source, backup_table=None,
                     location=None, existed=False, table_shape=None, row_count=None,
                 )  # fmt: skip
                 done.append(f"{source} (absent)")
+                progress.advance()
                 continue
             copy = backup_table_name(ctx, source)
             conn.execute(
@@ -303,6 +325,8 @@ def snapshot(conn: Conn, cfg: PostgresConfig, ctx: RunContext, names: list[Table
                 f"{cfg.backup_schema}.{copy}"
             )
             done.append(str(source))
+            progress.advance()
+    progress.finish()
     return done
 
 
@@ -339,6 +363,40 @@ def _pattern(name: TableName) -> str:
     )
 
 
+#: pg_dump --verbose's line as each table's data starts (messages forced to English).
+_DUMPING_TABLE = re.compile(r"^pg_dump: dumping contents of table ")
+_PG_DUMP_CHATTER = re.compile(r"^pg_dump: (?!error|warning|detail|hint)")
+
+
+def _run_pg_dump(cmd: list[str], env: dict[str, str], progress: Progress) -> None:
+    """Run ``pg_dump --verbose``, counting the tables whose data it has dumped."""
+    env = {**env, "LC_MESSAGES": "C"}
+    kept: list[str] = []
+    # Only stderr is piped (the archive goes to --file), so reading it cannot deadlock.
+    with subprocess.Popen(
+        [*cmd, "--verbose"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        started = 0
+        for line in proc.stderr:
+            if _DUMPING_TABLE.match(line):
+                # a table is done when the next one starts (the last: when pg_dump exits)
+                if started:
+                    progress.advance()
+                started += 1
+            elif not _PG_DUMP_CHATTER.match(line):
+                kept.append(line.rstrip())
+        returncode = proc.wait()
+    if returncode != 0:
+        detail = "\n".join(kept).strip()[:500]
+        raise BackupFailed(f"pg_dump failed ({returncode}): {detail}")
+
+
 def pg_dump(
     conn: Conn, cfg: PostgresConfig, ctx: RunContext, conninfo: str, names: list[TableName]
 ) -> tuple[list[str], str]:
@@ -356,14 +414,16 @@ def pg_dump(
     out_dir = Path(cfg.dump_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     location = str(out_dir / f"{ctx.policy_name}__{ctx.datastore.name}__{run_hash(ctx)}.dump")
+    progress = backup_progress(cfg, ctx, len(existing) + len(absent))
+    # Absent tables are only recorded; counting them now also publishes the total at once.
+    progress.advance(len(absent))
     if existing:
         env, dsn = tool_env_and_dsn(conninfo)
         cmd = [find_pg_tool(cfg, "pg_dump"), "--format=custom", "--file", location, "--dbname", dsn]
         for source, _ in existing:
             cmd += ["--table", _pattern(source)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise BackupFailed(f"pg_dump failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
+        _run_pg_dump(cmd, env, progress)
+        progress.update(len(absent) + len(existing))
     with conn.transaction():
         for source, oid in existing:
             _record(
@@ -375,5 +435,6 @@ def pg_dump(
                 conn, cfg, ctx, mode="pg_dump", source=source, backup_table=None,
                 location=None, existed=False, table_shape=None, row_count=None,
             )  # fmt: skip
+    progress.finish()
     ctx.log(f"{ctx.datastore.name}: pg_dump of {len(existing)} tables to {location}")
     return [str(s) for s, _ in existing] + [f"{s} (absent)" for s in absent], location

@@ -26,6 +26,7 @@ from convoy.engines.errors import (
 from convoy.engines.postgres import history
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.sql import Conn, is_no_transaction, split_statements
+from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile, scan_migrations
 
 
@@ -167,6 +168,15 @@ def apply(
     conn: Conn, cfg: PostgresConfig, ctx: RunContext, pending: tuple[MigrationFile, ...]
 ) -> list[MigrationRun]:
     runs: list[MigrationRun] = []
+    progress = Progress(
+        len(pending),
+        f"{ctx.datastore.name}/migrate",
+        ctx.log,
+        unit="migrations",
+        min_interval_s=cfg.progress_interval_s,
+        sink=ctx.progress,
+    )
+    progress.advance(0)  # publishes the total before the first (possibly long) migration
     for f in pending:
         no_tx = is_no_transaction(read_script(f.path))
         ctx.log(f"{ctx.datastore.name}: applying {f.name}" + (" (no transaction)" if no_tx else ""))
@@ -177,6 +187,8 @@ def apply(
                 version_text(f.version), f.description, f.checksum, not no_tx, ms, "applied"
             )
         )
+        progress.advance()
+    progress.finish()
     return runs
 
 

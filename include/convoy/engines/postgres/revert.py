@@ -45,6 +45,7 @@ from convoy.engines.postgres.backup import (
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.migrate import MigrationSet, read_script, version_text
 from convoy.engines.postgres.sql import Conn, TableName
+from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile, parse_version
 
 
@@ -189,7 +190,11 @@ def _add_missing(conn: Conn, table: TableName, oid: int, want: dict[str, Any]) -
 
 
 def restore_snapshot(
-    conn: Conn, cfg: PostgresConfig, ctx: RunContext, rows: list[ManifestRow]
+    conn: Conn,
+    cfg: PostgresConfig,
+    ctx: RunContext,
+    rows: list[ManifestRow],
+    progress: Progress | None = None,
 ) -> tuple[list[str], list[str]]:
     """Bring every backed-up table back, in one transaction. Returns (restored, dropped)."""
     restored: list[str] = []
@@ -203,6 +208,8 @@ def restore_snapshot(
                     conn.execute(sql.SQL("DROP TABLE {}").format(r.source.ident))
                     dropped.append(str(r.source))
         present = [r for r in rows if r.existed]
+        if progress is not None:
+            progress.advance(len(rows) - len(present))
         oids: dict[int, int] = {}
         for r in present:
             _, oid = resolve(conn, r.source)
@@ -230,6 +237,8 @@ def restore_snapshot(
                     r.source.ident, cols, cols, sql.Identifier(cfg.backup_schema, r.backup_table)
                 )
             )
+            if progress is not None:
+                progress.advance()
         for r in present:
             _add_missing(conn, r.source, oids[r.id], r.shape)
             restored.append(str(r.source))
@@ -238,7 +247,12 @@ def restore_snapshot(
 
 
 def restore_pg_dump(
-    conn: Conn, cfg: PostgresConfig, ctx: RunContext, conninfo: str, rows: list[ManifestRow]
+    conn: Conn,
+    cfg: PostgresConfig,
+    ctx: RunContext,
+    conninfo: str,
+    rows: list[ManifestRow],
+    progress: Progress | None = None,
 ) -> tuple[list[str], list[str]]:
     dropped: list[str] = []
     with conn.transaction():
@@ -247,6 +261,8 @@ def restore_pg_dump(
             if not r.existed and resolve(conn, r.source)[1] is not None:
                 conn.execute(sql.SQL("DROP TABLE {}").format(r.source.ident))
                 dropped.append(str(r.source))
+    if progress is not None:
+        progress.advance(sum(1 for r in rows if not r.existed))
     locations = sorted({r.location for r in rows if r.existed and r.location})
     for location in locations:
         env, dsn = tool_env_and_dsn(conninfo)
@@ -269,6 +285,9 @@ def restore_pg_dump(
             raise BackupFailed(
                 f"pg_restore failed ({proc.returncode}): {proc.stderr.strip()[:500]}"
             )
+        if progress is not None:
+            # one archive per backup: its tables are back when pg_restore returns
+            progress.advance(sum(1 for r in rows if r.existed and r.location == location))
     with conn.transaction():
         _mark_restored(conn, cfg, rows)
     return [str(r.source) for r in rows if r.existed], dropped
@@ -354,15 +373,26 @@ def revert(
             tuple(str(r.source) for r in backups if r.existed and restore),
             (),
         )
+    # One step per undo file and per backed-up table brought back.
+    progress = Progress(
+        len(undo_plan) + (len(backups) if restore else 0),
+        f"{ctx.datastore.name}/revert",
+        ctx.log,
+        unit="steps",
+        min_interval_s=cfg.progress_interval_s,
+        sink=ctx.progress,
+    )
+    progress.advance(0)  # publishes the total before the first (possibly long) step
     for e, u in undo_plan:
         run_undo(conn, cfg, ctx, e, u)
+        progress.advance()
     restored: list[str] = []
     dropped: list[str] = []
     if restore:
         if backups[0].mode == "pg_dump":
-            restored, dropped = restore_pg_dump(conn, cfg, ctx, conninfo, backups)
+            restored, dropped = restore_pg_dump(conn, cfg, ctx, conninfo, backups, progress)
         else:
-            restored, dropped = restore_snapshot(conn, cfg, ctx, backups)
+            restored, dropped = restore_snapshot(conn, cfg, ctx, backups, progress)
         with conn.transaction():
             ranks = [e.rank for e in needs_backup if e.success]
             if ranks:
@@ -381,6 +411,7 @@ def revert(
             f"{ctx.datastore.name}: restored {', '.join(restored) or 'no tables'} from the "
             f"{backups[0].mode} backup" + (f"; dropped {', '.join(dropped)}" if dropped else "")
         )
+    progress.finish()
     return RevertResult(
         ctx.datastore.name,
         ctx.run_id,
