@@ -215,3 +215,46 @@ def test_render_page_escapes_and_shows_everything(policies_dir: Path) -> None:
     assert 'http-equiv="refresh"' not in quiet
     assert "Runs are unavailable: OperationalError" in quiet
     assert quiet.count("no runs yet") == 2
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("awaiting_input", "awaiting approval"),
+        ("deferred", "awaiting approval"),
+        ("success", "approved"),
+        ("failed", "not approved"),
+        ("upstream_failed", "not approved"),
+        ("skipped", None),
+    ],
+)
+def test_approval_status_of_a_run(state: str, expected: str | None) -> None:
+    run = RunRecord(
+        "shop-ui",
+        "r1",
+        "running",
+        start=NOW,
+        tasks=(TaskRecord("preflight", "success"), TaskRecord("approve", state)),
+    )
+    view = summarize_run(run, now=NOW)
+    assert view.approval == expected
+    assert view.to_dict()["approval"] == expected
+
+
+def test_no_gate_no_approval_status() -> None:
+    assert summarize_run(_running_run(), now=NOW).approval is None
+
+
+def test_page_shows_a_run_waiting_for_approval(policies_dir: Path) -> None:
+    from convoy.airflow import approval
+
+    run = RunRecord(
+        "shop-ui",
+        "r1",
+        "running",
+        start=NOW,
+        tasks=(TaskRecord(approval.TASK_ID, "awaiting_input"),),
+    )
+    runs = {"shop-ui": [summarize_run(run, now=NOW)]}
+    page = render_page(gather_policies(policies_dir), runs, now=NOW)
+    assert '<span class="badge s-up_for_retry">awaiting approval</span>' in page

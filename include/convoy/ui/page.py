@@ -62,6 +62,14 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+#: The badge colour (a state class) of each approval status.
+_APPROVAL_BADGE = {
+    "awaiting approval": "up_for_retry",
+    "approved": "success",
+    "not approved": "failed",
+}
+
+
 def _badge(state: str, label: str | None = None) -> str:
     return f'<span class="badge s-{esc(state)}">{esc(label or state)}</span>'
 
@@ -143,6 +151,8 @@ def _run_row(run: RunView, now: dt.datetime, airflow_root: str) -> str:
     rollback = _badge(run.rollback, f"rollback {run.rollback}") if run.rollback else ""
     if run.rollback in ("none", "skipped"):
         rollback = ""
+    if run.approval:
+        rollback = _badge(_APPROVAL_BADGE[run.approval], run.approval) + " " + rollback
     report = (
         f'<a href="{esc(run.report_url)}" target="_blank" rel="noopener">report</a>'
         if run.report_url

@@ -25,6 +25,10 @@ DATASTORE_PREFIX = "datastore_"
 ROLLBACK_GROUP = "rollback"
 
 FINISHED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+#: Task id of the approval gate (``convoy.airflow.approval.TASK_ID``; no Airflow import here).
+APPROVAL_TASK = "approve"
+#: States of a gate still waiting for its answer (HITL parks in ``awaiting_input``).
+_WAITING = frozenset({"awaiting_input", "deferred", "running", "queued", "scheduled"})
 FAILED = frozenset({"failed", "upstream_failed"})
 _ACTIVE = frozenset(
     {
@@ -132,6 +136,8 @@ class RunView:
     overall: ProgressView | None
     task_progress: tuple[ProgressView, ...] = ()
     report_url: str | None = None
+    #: ``awaiting approval`` / ``approved`` / ``not approved``; ``None``: no gate.
+    approval: str | None = None
 
     @property
     def running(self) -> bool:
@@ -156,6 +162,7 @@ class RunView:
             "progress": self.overall.to_dict() if self.overall else None,
             "task_progress": [p.to_dict() for p in self.task_progress],
             "report_url": self.report_url,
+            "approval": self.approval,
         }
 
 
@@ -272,6 +279,21 @@ def overall_progress(run: RunRecord, now: dt.datetime) -> ProgressView:
     return ProgressView(label="run", done=done, total=total, unit="tasks", eta_seconds=eta)
 
 
+def approval_status(tasks: Sequence[TaskRecord]) -> str | None:
+    """Where the run's approval gate stands; ``None`` when the policy has none."""
+    states = [t.state for t in tasks if t.task_id == APPROVAL_TASK]
+    if not states:
+        return None
+    state = states[0]
+    if state == "success":
+        return "approved"
+    if state in ("failed", "upstream_failed"):
+        return "not approved"
+    if state in _WAITING:
+        return "awaiting approval"
+    return None
+
+
 def summarize_run(
     run: RunRecord,
     *,
@@ -309,4 +331,5 @@ def summarize_run(
         overall=overall,
         task_progress=task_progress,
         report_url=report_url,
+        approval=approval_status(run.tasks),
     )
