@@ -93,3 +93,28 @@ def test_apply_and_revert_on_a_real_cluster(api_client: Any, namespace: str) -> 
     reverted = runner.revert(Target(namespace, "Deployment", "pause"), deadline_seconds=300)
     assert reverted.status == "complete"
     assert reverted.images == {"pause": OLD}
+
+    # A manual rollback of another run leaves the workload alone (one GET).
+    applied = runner.apply(
+        Target(namespace, "Deployment", "pause", {"pause": NEW}),
+        deadline_seconds=300,
+        run_id="run-a",
+    )
+    assert applied.status == "complete"
+    other = runner.revert(
+        Target(namespace, "Deployment", "pause"),
+        deadline_seconds=60,
+        run_id="manual-rollback",
+        only_if_run_id="run-b",
+    )
+    assert other.status == "skipped"
+    assert runner.status(Target(namespace, "Deployment", "pause")).images == {"pause": NEW}
+
+    reverted = runner.revert(
+        Target(namespace, "Deployment", "pause"),
+        deadline_seconds=300,
+        run_id="manual-rollback",
+        only_if_run_id="run-a",
+    )
+    assert reverted.status == "complete"
+    assert reverted.images == {"pause": OLD}
