@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from convoy.observe.progress import Progress
 from convoy.policy.models import MongoDatastore, PostgresDatastore
 
 LogFn = Callable[[str], None]
@@ -224,3 +225,24 @@ class DatastoreEngine(Protocol):
     def revert(self, ctx: RunContext, *, dry_run: bool = False) -> RevertResult: ...
 
     def history(self, ctx: RunContext) -> list[HistoryEntry]: ...
+
+
+def stage_progress(
+    ctx: RunContext, stage: str, total: int, *, unit: str, interval_s: float, done: int = 0
+) -> Progress:
+    """Progress of one stage of ``ctx``'s datastore, labelled ``<datastore>/<stage>``.
+
+    It publishes the total and what is already ``done`` at once, so that a long
+    first step (one big table, one slow migration) already shows on the
+    Upgrades page.
+    """
+    progress = Progress(
+        total,
+        f"{ctx.datastore.name}/{stage}",
+        ctx.log,
+        unit=unit,
+        min_interval_s=interval_s,
+        sink=ctx.progress,
+    )
+    progress.advance(done)
+    return progress

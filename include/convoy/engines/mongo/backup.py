@@ -33,12 +33,11 @@ from typing import Any
 
 from pymongo.database import Database
 
-from convoy.engines.base import RunContext
+from convoy.engines.base import RunContext, stage_progress
 from convoy.engines.errors import BackupFailed
 from convoy.engines.mongo.config import MongoConfig
 from convoy.engines.mongo.documents import collection_digest, collection_name, index_specs
 from convoy.engines.mongo.locks import utcnow
-from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile
 from convoy.policy.models import MongoDatastore
 
@@ -109,15 +108,9 @@ def snapshot(
     have = {str(r["source"]) for r in manifest(db, cfg, ctx)}
     existing = set(db.list_collection_names())
     # Counted in collections: each copy is one server-side $out the client cannot follow.
-    progress = Progress(
-        len(names),
-        f"{ctx.datastore.name}/backup",
-        ctx.log,
-        unit="collections",
-        min_interval_s=cfg.progress_interval_s,
-        sink=ctx.progress,
+    progress = stage_progress(
+        ctx, "backup", len(names), unit="collections", interval_s=cfg.progress_interval_s
     )
-    progress.advance(0)  # publishes the total before the first (possibly long) copy
     for name in names:
         collection_name(name, "backup collection")
         if name in have:

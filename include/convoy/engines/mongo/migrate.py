@@ -23,7 +23,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from convoy.engines.base import MigrationRun, RunContext
+from convoy.engines.base import MigrationRun, RunContext, stage_progress
 from convoy.engines.errors import (
     ChecksumMismatch,
     FailedMigrationPresent,
@@ -34,7 +34,6 @@ from convoy.engines.errors import (
 from convoy.engines.mongo import changelog
 from convoy.engines.mongo.config import FaultHook, MongoConfig
 from convoy.engines.mongo.locks import MongoLock, utcnow
-from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile, scan_migrations
 
 Doc = dict[str, Any]
@@ -121,15 +120,9 @@ def apply(
 ) -> list[MigrationRun]:
     log = db[cfg.changelog_collection]
     runs: list[MigrationRun] = []
-    progress = Progress(
-        len(pending),
-        f"{ctx.datastore.name}/migrate",
-        ctx.log,
-        unit="migrations",
-        min_interval_s=cfg.progress_interval_s,
-        sink=ctx.progress,
+    progress = stage_progress(
+        ctx, "migrate", len(pending), unit="migrations", interval_s=cfg.progress_interval_s
     )
-    progress.advance(0)  # publishes the total before the first (possibly long) migration
     for f in pending:
         lock.check()
         module = load_module(f)

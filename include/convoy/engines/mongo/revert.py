@@ -27,14 +27,13 @@ from typing import Any
 
 from pymongo.database import Database
 
-from convoy.engines.base import RevertResult, RunContext
+from convoy.engines.base import RevertResult, RunContext, stage_progress
 from convoy.engines.errors import ChecksumMismatch, MigrationFailed, NoBackup
 from convoy.engines.mongo import backup as backup_mod
 from convoy.engines.mongo import changelog
 from convoy.engines.mongo.config import MongoConfig
 from convoy.engines.mongo.locks import MongoLock, utcnow
 from convoy.engines.mongo.migrate import function, load_module
-from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile, parse_version
 
 Doc = dict[str, Any]
@@ -139,15 +138,10 @@ def revert(
     assert lock is not None
     log = db[cfg.changelog_collection]
     # One step per down() and per collection brought back from the snapshot.
-    progress = Progress(
-        sum(1 if s.kind == "down" else len(s.collections) for s in steps),
-        f"{name}/revert",
-        ctx.log,
-        unit="steps",
-        min_interval_s=cfg.progress_interval_s,
-        sink=ctx.progress,
+    total = sum(1 if s.kind == "down" else len(s.collections) for s in steps)
+    progress = stage_progress(
+        ctx, "revert", total, unit="steps", interval_s=cfg.progress_interval_s
     )
-    progress.advance(0)  # publishes the total before the first (possibly long) step
     for s in steps:
         lock.check()
         if s.kind == "down":

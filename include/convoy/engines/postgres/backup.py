@@ -28,7 +28,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
-from convoy.engines.base import RunContext
+from convoy.engines.base import RunContext, stage_progress
 from convoy.engines.errors import BackupFailed
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.locks import lock_key
@@ -86,19 +86,14 @@ def tables_to_back_up(
     return sorted(names, key=lambda n: (n.schema or "", n.name))
 
 
-def backup_progress(cfg: PostgresConfig, ctx: RunContext, total: int) -> Progress:
+def backup_progress(cfg: PostgresConfig, ctx: RunContext, total: int, done: int = 0) -> Progress:
     """Tables backed up of ``total`` (``<datastore>/backup``).
 
     Counted in tables, not rows: ``pg_class.reltuples`` is -1 until a table
     was first analysed, so a row total would often be missing.
     """
-    return Progress(
-        total,
-        f"{ctx.datastore.name}/backup",
-        ctx.log,
-        unit="tables",
-        min_interval_s=cfg.progress_interval_s,
-        sink=ctx.progress,
+    return stage_progress(
+        ctx, "backup", total, unit="tables", interval_s=cfg.progress_interval_s, done=done
     )
 
 
@@ -294,7 +289,6 @@ def snapshot(conn: Conn, cfg: PostgresConfig, ctx: RunContext, names: list[Table
         )
         tables = resolve_all(conn, cfg, names)
         progress = backup_progress(cfg, ctx, len(tables))
-        progress.advance(0)  # publishes the total before the first (possibly long) copy
         for source, oid in tables:
             if oid is None:
                 _record(
@@ -414,9 +408,8 @@ def pg_dump(
     out_dir = Path(cfg.dump_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     location = str(out_dir / f"{ctx.policy_name}__{ctx.datastore.name}__{run_hash(ctx)}.dump")
-    progress = backup_progress(cfg, ctx, len(existing) + len(absent))
-    # Absent tables are only recorded; counting them now also publishes the total at once.
-    progress.advance(len(absent))
+    # Absent tables are only recorded: done from the start.
+    progress = backup_progress(cfg, ctx, len(existing) + len(absent), done=len(absent))
     if existing:
         env, dsn = tool_env_and_dsn(conninfo)
         cmd = [find_pg_tool(cfg, "pg_dump"), "--format=custom", "--file", location, "--dbname", dsn]

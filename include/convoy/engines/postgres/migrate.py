@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from convoy.engines.base import HistoryEntry, MigrationRun, RunContext
+from convoy.engines.base import HistoryEntry, MigrationRun, RunContext, stage_progress
 from convoy.engines.errors import (
     ChecksumMismatch,
     FailedMigrationPresent,
@@ -26,7 +26,6 @@ from convoy.engines.errors import (
 from convoy.engines.postgres import history
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.sql import Conn, is_no_transaction, split_statements
-from convoy.observe.progress import Progress
 from convoy.policy.migrations import MigrationFile, scan_migrations
 
 
@@ -168,15 +167,9 @@ def apply(
     conn: Conn, cfg: PostgresConfig, ctx: RunContext, pending: tuple[MigrationFile, ...]
 ) -> list[MigrationRun]:
     runs: list[MigrationRun] = []
-    progress = Progress(
-        len(pending),
-        f"{ctx.datastore.name}/migrate",
-        ctx.log,
-        unit="migrations",
-        min_interval_s=cfg.progress_interval_s,
-        sink=ctx.progress,
+    progress = stage_progress(
+        ctx, "migrate", len(pending), unit="migrations", interval_s=cfg.progress_interval_s
     )
-    progress.advance(0)  # publishes the total before the first (possibly long) migration
     for f in pending:
         no_tx = is_no_transaction(read_script(f.path))
         ctx.log(f"{ctx.datastore.name}: applying {f.name}" + (" (no transaction)" if no_tx else ""))

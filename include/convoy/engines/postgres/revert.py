@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from convoy.engines.base import HistoryEntry, RevertResult, RunContext
+from convoy.engines.base import HistoryEntry, RevertResult, RunContext, stage_progress
 from convoy.engines.errors import BackupFailed, MigrationFailed, NoBackup
 from convoy.engines.postgres import history
 from convoy.engines.postgres.backup import (
@@ -374,15 +374,13 @@ def revert(
             (),
         )
     # One step per undo file and per backed-up table brought back.
-    progress = Progress(
+    progress = stage_progress(
+        ctx,
+        "revert",
         len(undo_plan) + (len(backups) if restore else 0),
-        f"{ctx.datastore.name}/revert",
-        ctx.log,
         unit="steps",
-        min_interval_s=cfg.progress_interval_s,
-        sink=ctx.progress,
+        interval_s=cfg.progress_interval_s,
     )
-    progress.advance(0)  # publishes the total before the first (possibly long) step
     for e, u in undo_plan:
         run_undo(conn, cfg, ctx, e, u)
         progress.advance()
