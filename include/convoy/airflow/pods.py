@@ -234,19 +234,25 @@ def _common_kwargs(plan: Plan, settings: KubernetesSettings, step: RolloutStep) 
     return kwargs
 
 
-def rollout_pod(plan: Plan, settings: KubernetesSettings, step: RolloutStep) -> RolloutPodOperator:
-    """The apply task of ``step`` (inside the current DAG/TaskGroup context)."""
-    args = [
-        "apply",
-        *target_args(step, step.containers),
+def runner_args(
+    action: str, plan: Plan, step: RolloutStep, containers: Sequence[tuple[str, str]]
+) -> list[str]:
+    """``python -m convoy.rollout <action> ...`` arguments; the run id is templated."""
+    return [
+        action,
+        *target_args(step, containers),
         "--deadline-seconds",
         str(plan.deadline_seconds),
         "--run-id",
         "{{ run_id }}",
     ]
+
+
+def rollout_pod(plan: Plan, settings: KubernetesSettings, step: RolloutStep) -> RolloutPodOperator:
+    """The apply task of ``step`` (inside the current DAG/TaskGroup context)."""
     op = RolloutPodOperator(
         task_id=config.rollout_task_id(step.service),
-        arguments=args,
+        arguments=runner_args("apply", plan, step, step.containers),
         trigger_rule="none_failed",
         **_common_kwargs(plan, settings, step),
     )
@@ -258,17 +264,9 @@ def revert_pod(
     plan: Plan, settings: KubernetesSettings, step: RolloutStep, apply_task_id: str
 ) -> RevertPodOperator:
     """The revert task of ``step``; previous images are added from the apply result."""
-    args = [
-        "revert",
-        *target_args(step, ()),
-        "--deadline-seconds",
-        str(plan.deadline_seconds),
-        "--run-id",
-        "{{ run_id }}",
-    ]
     op = RevertPodOperator(
         task_id=config.revert_task_id(step.service),
-        arguments=args,
+        arguments=runner_args("revert", plan, step, ()),
         trigger_rule="none_skipped",
         **_common_kwargs(plan, settings, step),
         **config.revert_task_kwargs(),
