@@ -9,8 +9,9 @@ from typing import Any
 import mongomock
 import pytest
 from dag_policies import policy_dict
+from fake_ti import FakeTI
 
-from convoy.airflow import config, datastores, runtime
+from convoy.airflow import config, datastores
 
 _CLIENT: dict[str, Any] = {}
 MIGRATIONS = {
@@ -24,29 +25,19 @@ def mongomock_client(conn_id: str) -> Any:
     return _CLIENT["client"]
 
 
-class FakeTI:
-    dag_id = "shop"
-
-    def __init__(self, task_id: str, *, rollback: bool = False) -> None:
-        self.task_id = task_id
-        self.rollback = rollback
-        self.pushed: list[tuple[str, Any]] = []
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        if task_ids == config.PREFLIGHT:
-            return {"services": [], "datastores": ["catalog"], "dry_run": False}
-        if task_ids == f"{config.ROLLBACK_GROUP}.{config.ROLLBACK_GATE}" and self.rollback:
-            return ["wave_1.rollout_cart"]
-        return None
-
-    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
-        return {run_ids[0]: {"datastore_catalog.backup": "success"}}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed.append((key, value))
-
-    def progress(self) -> list[dict[str, Any]]:
-        return [v for k, v in self.pushed if k == runtime.PROGRESS_KEY]
+def _ti(task_id: str, *, rollback: bool = False) -> FakeTI:
+    """A task of the ``catalog`` datastore; ``rollback``: the gate opened for a failed rollout."""
+    xcoms = {}
+    if rollback:
+        xcoms[(f"{config.ROLLBACK_GROUP}.{config.ROLLBACK_GATE}", "return_value")] = [
+            "wave_1.rollout_cart"
+        ]
+    return FakeTI(
+        task_id,
+        selection={"services": [], "datastores": ["catalog"], "dry_run": False},
+        states={"datastore_catalog.backup": "success"},
+        xcoms=xcoms,
+    )
 
 
 @pytest.fixture
@@ -81,13 +72,13 @@ def _stage(fn: Callable[..., Any], ti: FakeTI, policy_path: str, **kw: Any) -> A
 
 
 def test_backup_migrate_and_revert_push_progress_before_their_result(policy_path: str) -> None:
-    backup = FakeTI("datastore_catalog.backup")
+    backup = _ti("datastore_catalog.backup")
     assert _stage(datastores.backup, backup, policy_path)["tables"] == ["events", "users"]
     assert [(v["done"], v["total"]) for v in backup.progress()] == [(0, 2), (1, 2), (2, 2), (2, 2)]
     labels = {(v["label"], v["unit"]) for v in backup.progress()}
     assert labels == {("catalog/backup", "collections")}
 
-    migrate = FakeTI("datastore_catalog.migrate")
+    migrate = _ti("datastore_catalog.migrate")
     data = _stage(datastores.migrate, migrate, policy_path)
     assert [m["version"] for m in data["applied"]] == ["1", "2"]
     progress = migrate.progress()
@@ -95,9 +86,9 @@ def test_backup_migrate_and_revert_push_progress_before_their_result(policy_path
     assert {(v["label"], v["unit"]) for v in progress} == {("catalog/migrate", "migrations")}
     assert progress[-1]["eta_seconds"] == 0.0
     # the result comes after the last progress record
-    assert [k for k, _ in migrate.pushed][-1] == config.RESULT_KEY
+    assert migrate.keys()[-1] == config.RESULT_KEY
 
-    revert = FakeTI("rollback.revert_data_catalog", rollback=True)
+    revert = _ti("rollback.revert_data_catalog", rollback=True)
     data = _stage(
         datastores.revert,
         revert,

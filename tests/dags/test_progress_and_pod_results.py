@@ -9,30 +9,13 @@ from typing import Any
 
 import pytest
 from dag_policies import policy_dict
+from fake_ti import FakeTI
 
 from convoy.airflow import build_dag, config, datastores, runtime
 from convoy.airflow.pods import RolloutPodOperator
 from convoy.observe import metrics
 from convoy.observe.progress import Progress
 from convoy.policy import load_policy
-
-
-class FakeTI:
-    dag_id = "shop"
-
-    def __init__(self, task_id: str, states: dict[str, str] | None = None) -> None:
-        self.task_id = task_id
-        self.states = states or {}
-        self.pushed: list[tuple[str, Any]] = []
-
-    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
-        return {run_ids[0]: self.states}
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        return None
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed.append((key, value))
 
 
 @pytest.fixture
@@ -82,7 +65,7 @@ def test_transform_progress_pushes_xcom_and_live_gauges(sent: list[Any]) -> None
         clock.now += 2.0
         p.advance(100)
     p.finish()
-    values = [v for k, v in ti.pushed if k == runtime.PROGRESS_KEY]
+    values = ti.progress()
     # first advance, one 6 s later (>= 5 s), the end
     assert [v["done"] for v in values] == [100, 400, 400]
     assert values[0]["total"] == 1000
@@ -140,7 +123,7 @@ def _result(**kw: Any) -> dict[str, Any]:
 def test_pod_result_is_kept_and_sends_the_rollout_metrics(
     rollout_task: Any, sent: list[Any]
 ) -> None:
-    ti = FakeTI("wave_1.rollout_cart", {"wave_0.rollout_redis": "success"})
+    ti = FakeTI("wave_1.rollout_cart", states={"wave_0.rollout_redis": "success"})
     rollout_task._convoy_context = {"ti": ti, "run_id": "r"}
     rollout_task.__dict__["pod_manager"] = FakePodManager(_result())
     assert rollout_task.extract_xcom(pod=None) == {"service": "cart", **_result()}

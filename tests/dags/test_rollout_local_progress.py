@@ -7,30 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_ti import FakeTI
 
 from convoy.airflow import config, runtime
 
 NS = "shop"
-
-
-class FakeTI:
-    """Serves the preflight selection and records every XCom push, in order."""
-
-    dag_id = "shop"
-    task_id = "rollout.rollout_cart"
-
-    def __init__(self, selection: dict[str, Any]) -> None:
-        self.selection = selection
-        self.pushed: list[tuple[str, Any]] = []
-
-    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
-        return {run_ids[0]: {}}
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        return self.selection if task_ids == config.PREFLIGHT else None
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed.append((key, value))
 
 
 @pytest.fixture
@@ -46,7 +27,7 @@ def test_rollout_local_pushes_progress_while_it_waits(
 ) -> None:
     monkeypatch.setenv("CONVOY_PROGRESS_PUSH_INTERVAL_S", "0")
     emulated_cluster.add_workload("Deployment", NS, "cartservice", {"server": "cart:2.3.0"})
-    ti = FakeTI({"services": ["cart"], "dry_run": False})
+    ti = FakeTI("wave_1.rollout_cart", selection={"services": ["cart"], "dry_run": False})
     step = {
         "service": "cart",
         "namespace": NS,
@@ -63,7 +44,7 @@ def test_rollout_local_pushes_progress_while_it_waits(
         run_id="manual__1",
     )
     assert data["status"] == "complete"
-    progress = [v for k, v in ti.pushed if k == runtime.PROGRESS_KEY]
+    progress = ti.progress()
     # mid-run records from the runner, then the final one of rollout_done
     assert len(progress) >= 3
     assert any(0 < v["done"] < 3 for v in progress)
@@ -73,7 +54,7 @@ def test_rollout_local_pushes_progress_while_it_waits(
     assert progress[-1]["done"] == 3
     assert progress[-1]["eta_seconds"] == 0
     # progress was pushed before the result existed, i.e. while the rollout ran
-    keys = [k for k, _ in ti.pushed]
+    keys = ti.keys()
     assert keys.index(config.RESULT_KEY) > keys.index(runtime.PROGRESS_KEY)
     json.dumps(progress)
 
@@ -90,7 +71,7 @@ def test_rollout_local_keeps_going_when_a_progress_push_fails(
                 raise RuntimeError("execution API unreachable")
             super().xcom_push(key, value)
 
-    ti = RefusingTI({"services": ["cart"], "dry_run": False})
+    ti = RefusingTI("wave_1.rollout_cart", selection={"services": ["cart"], "dry_run": False})
     data = runtime.rollout_local(
         step={
             "service": "cart",
@@ -106,4 +87,4 @@ def test_rollout_local_keeps_going_when_a_progress_push_fails(
         run_id="manual__1",
     )
     assert data["status"] == "complete"
-    assert [k for k, _ in ti.pushed] == [runtime.BEFORE_KEY, config.RESULT_KEY]
+    assert ti.keys() == [runtime.BEFORE_KEY, config.RESULT_KEY]

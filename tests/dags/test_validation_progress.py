@@ -9,8 +9,9 @@ from typing import Any
 import mongomock
 import pytest
 from dag_policies import policy_dict
+from fake_ti import FakeTI
 
-from convoy.airflow import config, datastores, runtime
+from convoy.airflow import config, datastores
 from convoy.validation import mongo as mongo_validation
 
 DOCS = 1_000
@@ -20,22 +21,6 @@ _CLIENT: dict[str, Any] = {}
 def mongomock_client(conn_id: str) -> Any:
     """``CONVOY_MONGO_CLIENT_FACTORY`` target: the client the test filled."""
     return _CLIENT["client"]
-
-
-class FakeTI:
-    dag_id = "shop"
-    task_id = "datastore_catalog.validate"
-
-    def __init__(self) -> None:
-        self.pushed: list[tuple[str, Any]] = []
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        if task_ids == config.PREFLIGHT:
-            return {"services": [], "datastores": ["catalog"], "dry_run": False}
-        return None
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed.append((key, value))
 
 
 @pytest.fixture
@@ -68,14 +53,17 @@ def policy_path(
 
 
 def test_mongo_validation_pushes_progress_before_its_result(policy_path: str) -> None:
-    ti = FakeTI()
+    ti = FakeTI(
+        "datastore_catalog.validate",
+        selection={"services": [], "datastores": ["catalog"], "dry_run": False},
+    )
     data = datastores.validate(policy_path=policy_path, datastore="catalog", ti=ti, run_id="r1")
     assert all(o["success"] for o in data["outcomes"])
-    progress = [v for k, v in ti.pushed if k == runtime.PROGRESS_KEY]
+    progress = ti.progress()
     assert [v["done"] for v in progress] == [200, 400, 600, 800, 1000, 1000]
     assert {v["total"] for v in progress} == {DOCS}
     assert {v["unit"] for v in progress} == {"documents"}
     assert {v["label"] for v in progress} == {"catalog/validation"}
     assert progress[-1]["eta_seconds"] == 0.0
-    keys = [k for k, _ in ti.pushed]
+    keys = ti.keys()
     assert keys[-1] == config.RESULT_KEY
