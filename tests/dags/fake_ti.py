@@ -7,6 +7,7 @@ It serves XCom pulls from a dict, keeps every push in order and answers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from convoy.airflow import config, runtime
@@ -21,15 +22,24 @@ class FakeTI:
         *,
         selection: dict[str, Any] | None = None,
         states: dict[str, str | None] | None = None,
-        xcoms: dict[tuple[str, str], Any] | None = None,
+        xcoms: Mapping[tuple[str, str] | str, Any] | None = None,
     ) -> None:
         self.task_id = task_id
         self.states = dict(states or {})
         #: ``(task_ids, key)`` -> value; ``selection`` is the preflight result.
-        self.xcoms = dict(xcoms or {})
+        self.xcoms: dict[tuple[str, str], Any] = {}
+        for where, value in (xcoms or {}).items():
+            self.set_xcom(where, value)
         if selection is not None:
-            self.xcoms[(config.PREFLIGHT, "return_value")] = selection
+            self.set_xcom((config.PREFLIGHT, "return_value"), selection)
         self.pushed: list[tuple[str, Any]] = []
+
+    def set_xcom(self, where: tuple[str, str] | str, value: Any) -> None:
+        """Store a value to pull; ``where`` is ``(task_id, key)`` or ``"task_id:key"``."""
+        if isinstance(where, str):
+            task, _, key = where.rpartition(":")
+            where = (task, key)
+        self.xcoms[where] = value
 
     def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
         return {run_ids[0]: self.states}
@@ -39,6 +49,7 @@ class FakeTI:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed.append((key, value))
+        self.xcoms[(self.task_id, key)] = value
 
     def keys(self) -> list[str]:
         """The keys pushed, in order."""

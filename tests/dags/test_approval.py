@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from dag_policies import policy_dict
+from fake_ti import FakeTI
 
 from convoy.airflow import approval, runtime
 from convoy.plan import build_plan
@@ -17,24 +18,6 @@ from convoy.policy import load_policy
 
 APPROVAL = {"required": True, "approvers": ["alice"], "timeoutMinutes": 15}
 UPGRADE = {"digest": "d", "mode": "upgrade", "dry_run": False, "services": ["redis"]}
-
-
-class FakeTI:
-    dag_id = "shop"
-    task_id = "approve"
-
-    def __init__(self, states: dict[str, str | None] | None = None, **xcoms: Any) -> None:
-        self.states = states or {}
-        self.xcoms = xcoms
-
-    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
-        return {run_ids[0]: self.states}
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        return self.xcoms.get(f"{task_ids}:{key}")
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[f"{self.task_id}:{key}"] = value
 
 
 @pytest.fixture
@@ -53,7 +36,7 @@ def operator(loaded: Any) -> approval.PlanApprovalOperator:
 
 
 def _context(chosen: dict[str, Any] = UPGRADE) -> dict[str, Any]:
-    return {"ti": FakeTI(**{"preflight:return_value": chosen}), "run_id": "r"}
+    return {"ti": FakeTI("approve", xcoms={"preflight:return_value": chosen}), "run_id": "r"}
 
 
 def _event(option: str) -> dict[str, Any]:
@@ -134,21 +117,21 @@ def test_current_images_unreachable_cluster_gives_unknown(
 @pytest.mark.parametrize("state", ["failed", "upstream_failed", None])
 def test_gate_stays_closed_without_approval(state: str | None) -> None:
     states = {"approve": state, "wave_0.rollout_a": "upstream_failed"}
-    ctx = {"ti": FakeTI(states), "run_id": "r"}
+    ctx = {"ti": FakeTI("approve", states=states), "run_id": "r"}
     with pytest.raises(AirflowSkipException, match="approval not given"):
         runtime.rollback_gate(watched=["wave_0.rollout_a"], approval_task_id="approve", **ctx)
 
 
 def test_gate_stays_closed_for_an_unapproved_manual_rollback() -> None:
     chosen = {"mode": "rollback", "rollback_run_id": "r1", "dry_run": False}
-    ti = FakeTI({"approve": "failed"}, **{"preflight:return_value": chosen})
+    ti = FakeTI("approve", states={"approve": "failed"}, xcoms={"preflight:return_value": chosen})
     with pytest.raises(AirflowSkipException):
         runtime.rollback_gate(watched=[], approval_task_id="approve", ti=ti, run_id="r2")
 
 
 def test_gate_after_approval_works_as_before() -> None:
     states = {"approve": "success", "wave_0.rollout_a": "failed"}
-    ctx = {"ti": FakeTI(states), "run_id": "r"}
+    ctx = {"ti": FakeTI("approve", states=states), "run_id": "r"}
     opened = runtime.rollback_gate(watched=["wave_0.rollout_a"], approval_task_id="approve", **ctx)
     assert opened == ["wave_0.rollout_a"]
 

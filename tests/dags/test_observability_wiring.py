@@ -8,28 +8,11 @@ from typing import Any
 
 import pytest
 from dag_policies import policy_dict
+from fake_ti import FakeTI
 
 from convoy.airflow import alerts, build_dag, runtime
 from convoy.observe import metrics
 from convoy.policy import load_policy
-
-
-class FakeTI:
-    dag_id = "shop"
-
-    def __init__(self, task_id: str, states: dict[str, str | None] | None = None) -> None:
-        self.task_id = task_id
-        self.states = states or {}
-        self.pushed: dict[str, Any] = {}
-
-    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
-        return {run_ids[0]: self.states}
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        return None
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
 
 
 @pytest.fixture
@@ -111,7 +94,7 @@ def test_step_failure_callback_emits(sent: list[Any]) -> None:
     ],
 )
 def test_outcome_metric(states: dict[str, str], expected: str, sent: list[Any]) -> None:
-    ctx = {"ti": FakeTI("outcome", states), "run_id": "r"}
+    ctx = {"ti": FakeTI("outcome", states=states), "run_id": "r"}
     try:
         runtime.outcome(**ctx)
     except Exception:
@@ -124,7 +107,7 @@ def test_push_progress_shape() -> None:
     runtime.push_progress(
         ti, done=3, total=4, unit="rows", rate=1.23456, eta_seconds=0.04, label="orders/fill"
     )
-    value = ti.pushed["progress"]
+    value = ti.progress()[-1]
     assert value.pop("updated_at").endswith("+00:00")
     assert value == {
         "done": 3,

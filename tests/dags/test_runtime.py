@@ -10,25 +10,11 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from dag_policies import policy_dict
+from fake_ti import FakeTI
 
 from convoy.airflow import runtime
 from convoy.plan import build_plan
 from convoy.policy import load_policy
-
-
-class FakeTI:
-    dag_id = "shop"
-    task_id = "outcome"
-
-    def __init__(self, states: dict[str, str | None] | None = None, **xcoms: Any) -> None:
-        self.states = states or {}
-        self.xcoms = xcoms
-
-    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
-        return {run_ids[0]: self.states}
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        return self.xcoms.get(f"{task_ids}:{key}")
 
 
 @pytest.fixture
@@ -91,7 +77,7 @@ WATCHED = ["wave_0.rollout_a", "wave_1.rollout_b"]
     ],
 )
 def test_rollback_gate(states: dict[str, str], opens: bool) -> None:
-    ctx = {"ti": FakeTI(states), "run_id": "r"}
+    ctx = {"ti": FakeTI("outcome", states=states), "run_id": "r"}
     if opens:
         assert runtime.rollback_gate(watched=WATCHED, **ctx) == ["wave_1.rollout_b"]
     else:
@@ -108,7 +94,7 @@ def test_rollback_gate(states: dict[str, str], opens: bool) -> None:
     ],
 )
 def test_outcome(states: dict[str, str], fails: bool) -> None:
-    ctx = {"ti": FakeTI({**states, "outcome": "running"}), "run_id": "r"}
+    ctx = {"ti": FakeTI("outcome", states={**states, "outcome": "running"}), "run_id": "r"}
     if fails:
         with pytest.raises(AirflowFailException, match="run failed"):
             runtime.outcome(**ctx)
@@ -127,7 +113,7 @@ def test_outcome(states: dict[str, str], fails: bool) -> None:
     ],
 )
 def test_images_to_restore(xcoms: dict[str, Any], expected: dict[str, str] | None) -> None:
-    ctx = {"ti": FakeTI(**xcoms)}
+    ctx = {"ti": FakeTI("outcome", xcoms=xcoms)}
     assert runtime.images_to_restore(ctx, "a", {"s": "new"}) == expected
 
 
@@ -136,13 +122,16 @@ def test_revert_is_noop_without_gate_or_in_dry_run() -> None:
             "containers": {"s": "new"}}  # fmt: skip
     kwargs = {"step": step, "apply_task_id": "a", "conn_id": "c", "in_cluster": False,
               "deadline_seconds": 10}  # fmt: skip
-    closed = FakeTI(**{"a:result": {"changed": True, "previousImages": {"s": "old"}}})
+    closed = FakeTI(
+        "outcome", xcoms={"a:result": {"changed": True, "previousImages": {"s": "old"}}}
+    )
     assert runtime.revert_local(**kwargs, ti=closed)["reason"] == "rollback not requested"
     dry = FakeTI(
-        **{
+        "outcome",
+        xcoms={
             "rollback.gate:return_value": ["a"],
             "preflight:return_value": {"dry_run": True},
-        }
+        },
     )
     assert runtime.revert_local(**kwargs, ti=dry)["reason"] == "rollback not requested"
 
@@ -178,11 +167,15 @@ def test_preflight_manual_rollback_in_kubernetes_mode(
 
 def test_gate_opens_for_a_manual_rollback_whatever_the_states() -> None:
     chosen = {"mode": "rollback", "rollback_run_id": "r1", "dry_run": False}
-    ti = FakeTI({"wave_0.rollout_a": "skipped"}, **{"preflight:return_value": chosen})
+    ti = FakeTI(
+        "outcome",
+        states={"wave_0.rollout_a": "skipped"},
+        xcoms={"preflight:return_value": chosen},
+    )
     ctx = {"ti": ti, "run_id": "r2"}
     assert runtime.rollback_gate(watched=["wave_0.rollout_a"], **ctx) == ["manual rollback of r1"]
     assert runtime.manual_rollback_of(ctx) == "r1"
-    ti.xcoms["rollback.gate:return_value"] = ["manual rollback of r1"]
+    ti.set_xcom("rollback.gate:return_value", ["manual rollback of r1"])
     assert runtime.rollback_open(ctx) == ["manual rollback of r1"]
 
 
