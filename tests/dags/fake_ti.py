@@ -1,4 +1,4 @@
-"""A stand-in for the task instance convoy's task functions receive (no Airflow run).
+"""Stand-ins for the task instance convoy's task functions receive and the KPO's pod manager.
 
 It serves XCom pulls from a dict, keeps every push in order and answers
 ``get_task_states`` for the run: the surface ``convoy.airflow.runtime`` and
@@ -7,6 +7,7 @@ It serves XCom pulls from a dict, keeps every push in order and answers
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,3 +59,13 @@ class FakeTI:
     def progress(self) -> list[dict[str, Any]]:
         """Every ``progress`` value pushed, in order."""
         return [v for k, v in self.pushed if k == runtime.PROGRESS_KEY]
+
+
+class FakePodManager:
+    """The KPO's pod manager reading the sidecar's ``return.json`` (no cluster involved)."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.text = json.dumps(payload)
+
+    def extract_xcom(self, pod: Any, *, ignore_kill_failure: bool = True) -> str:
+        return self.text

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dag_policies import policy_dict
-from fake_ti import FakeTI
+from fake_ti import FakePodManager, FakeTI
 
 from convoy.airflow import build_dag, config, datastores, runtime
 from convoy.airflow.pods import RolloutPodOperator
@@ -88,16 +87,6 @@ def test_transform_progress_of_a_dry_run_only_pushes_xcom(sent: list[Any]) -> No
     sink({"done": 1, "total": 2, "eta_seconds": 3.0, "rate": 1.0})
     assert ti.pushed == [("progress", {"done": 1, "total": 2, "eta_seconds": 3.0, "rate": 1.0})]
     assert sent == []
-
-
-class FakePodManager:
-    """The KPO's pod manager reading the sidecar's ``return.json`` (no cluster involved)."""
-
-    def __init__(self, payload: dict[str, Any]) -> None:
-        self.text = json.dumps(payload)
-
-    def extract_xcom(self, pod: Any, *, ignore_kill_failure: bool = True) -> str:
-        return self.text
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import Configuration
 from kubernetes.client import models as k8s
 
@@ -93,6 +94,11 @@ class RolloutPodOperator(KubernetesPodOperator):
     service: str = ""
     _convoy_context: Mapping[str, Any] | None = None
     _convoy_started: float | None = None
+    _convoy_result: Mapping[str, Any] | None = None
+    #: Deterministic rollout failures (crash loop, deadline, forbidden...) fail the
+    #: task at once, as in local mode, so the rollback starts without waiting for
+    #: retries that would fail the same way. Reverts retry every error.
+    fail_fast: bool = True
 
     def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         """Adjust the rendered arguments; a returned dict is the result without a pod."""
@@ -104,10 +110,36 @@ class RolloutPodOperator(KubernetesPodOperator):
     def execute(self, context: Any) -> Any:
         self._convoy_context = context
         self._convoy_started = time.monotonic()
+        self._convoy_result = None
         early = self.prepare_arguments(context)
         if early is not None:
             return early
-        return super().execute(context)
+        try:
+            return super().execute(context)
+        except Exception as exc:
+            self.raise_if_deterministic(exc)
+            raise
+
+    def raise_if_deterministic(self, exc: Exception) -> None:
+        """Turn a failed pod into a no-retry failure when its result says retrying is futile.
+
+        The runner's JSON names the error class (``convoy.rollout.errors``); an
+        unavailable API server, an error outside those classes or a pod that
+        left no result stays retryable.
+        """
+        result = self._convoy_result
+        if not self.fail_fast or result is None or result.get("ok") is not False:
+            return
+        from convoy.rollout import errors
+
+        kind = getattr(errors, str(result.get("error", "")), None)
+        if (
+            isinstance(kind, type)
+            and issubclass(kind, errors.RolloutError)
+            and not issubclass(kind, errors.ApiUnavailable)
+        ):
+            message = f"rollout of {self.service} failed: {result.get('message')}"
+            raise AirflowFailException(message) from exc
 
     def extract_xcom(self, pod: k8s.V1Pod, *, ignore_kill_failure: bool = True) -> Any:
         # The KPO drops the sidecar result when the pod failed; keep it under our
@@ -117,6 +149,7 @@ class RolloutPodOperator(KubernetesPodOperator):
             # The runner knows workloads, not services; the report and the revert
             # summary name the service, as the local tasks' results do.
             result = {"service": self.service, **result}
+            self._convoy_result = result
         if self._convoy_context is not None and isinstance(result, dict):
             self._convoy_context["ti"].xcom_push(key=config.RESULT_KEY, value=result)
             self.record_result(self._convoy_context, result)
@@ -166,6 +199,7 @@ class RevertPodOperator(RolloutPodOperator):
     """
 
     apply_task_id: str = ""
+    fail_fast = False
 
     def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         # Never skips: a skipped revert would skip the older waves' reverts after it.
