@@ -402,8 +402,24 @@ def revert(
         # Manual rollback: the engine reverts what the target run applied.
         log.info("%s: reverting the data changes of run %s", datastore, target)
         ctx = dataclasses.replace(ctx, run_id=target)
+    from convoy.engines.errors import RevertIncomplete
+
     try:
         result = build_engine(ds).revert(ctx, dry_run=False)
+    except RevertIncomplete as exc:
+        # What was reverted still reaches the report (as this task's return value,
+        # which Airflow does not push for a failed task); the task ends failed so
+        # the rollback is reported incomplete with the way to finish it.
+        partial = {
+            "datastore": datastore,
+            "reverted": False,
+            "incomplete": True,
+            "refused": list(exc.refused),
+            "result": exc.result.to_dict(),
+        }
+        context["ti"].xcom_push(key=config.RESULT_KEY, value=partial)
+        context["ti"].xcom_push(key="return_value", value=partial)
+        raise AirflowFailException(f"revert of {datastore}: {exc}") from exc
     except Exception as exc:
         _fail_deterministic(f"revert of {datastore}", exc)
         raise

@@ -178,6 +178,17 @@ class RevertResult(_Result):
     restored_from_backup: tuple[str, ...]
     restored_tables: tuple[str, ...]
     dropped_tables: tuple[str, ...]
+    #: Rows/documents set back to their before-image (transforms, compare-and-set).
+    rows_restored: int = 0
+    #: Rows/documents the application changed after convoy did: left as they are.
+    rows_conflicting: int = 0
+    #: Rows/documents the application deleted after convoy changed them (nothing to undo).
+    rows_gone: int = 0
+    #: The first conflicting keys, ``<table or collection>:<key>`` (all are kept in the
+    #: datastore's undo log).
+    conflicts: tuple[str, ...] = ()
+    #: What was not reverted because it would discard application writes, with why.
+    refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from convoy.engines.base import RevertResult
 
 
 class EngineError(Exception):
@@ -186,3 +190,18 @@ class HistoryNotEmpty(EngineError):
             f"cannot baseline {datastore!r}: history already has versions "
             f"{', '.join(self.versions)}"
         )
+
+
+class RevertIncomplete(EngineError):
+    """A revert did what it safely could and refused the rest (it would lose writes).
+
+    ``result`` says what was reverted (before-images restored, conflicts, undo
+    files run) and ``refused`` what was not and why; the caller still reports
+    both, and the rollback ends failed so a human decides.
+    """
+
+    def __init__(self, datastore: str, result: RevertResult, refused: Sequence[str]) -> None:
+        self.datastore = datastore
+        self.result = result
+        self.refused = tuple(refused)
+        super().__init__(f"revert of {datastore!r} is incomplete: " + "; ".join(self.refused))
