@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 
 from convoy.engines.base import RunContext, stage_progress
 from convoy.engines.errors import BackupFailed
+from convoy.engines.postgres import audit
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.locks import lock_key
 from convoy.engines.postgres.sql import Conn, TableName, table_name, touched_tables
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS {schema}.manifest (
     restored_at   timestamptz,
     UNIQUE (run_id, datastore, source_schema, source_table)
 );
+ALTER TABLE {schema}.manifest ADD COLUMN IF NOT EXISTS snapshot text;
 """
 
 
@@ -69,6 +71,9 @@ class ManifestRow:
     existed: bool
     shape: dict[str, Any]
     restored: bool
+    #: The MVCC snapshot (``pg_snapshot`` text) the copy was taken in; ``None``
+    #: for backups taken before writes were captured.
+    snapshot: str | None = None
 
 
 def tables_to_back_up(
@@ -233,13 +238,13 @@ def manifest(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> list[ManifestR
     rows = conn.execute(
         sql.SQL(
             "SELECT id, mode, source_schema, source_table, backup_table, location, existed,"
-            " shape, restored_at IS NOT NULL FROM {}.manifest"
+            " shape, restored_at IS NOT NULL, snapshot FROM {}.manifest"
             " WHERE run_id = %s AND datastore = %s ORDER BY id"
         ).format(sql.Identifier(cfg.backup_schema)),
         [ctx.run_id, ctx.datastore.name],
     ).fetchall()
     return [
-        ManifestRow(r[0], r[1], TableName(r[2], r[3]), r[4], r[5], r[6], r[7] or {}, r[8])
+        ManifestRow(r[0], r[1], TableName(r[2], r[3]), r[4], r[5], r[6], r[7] or {}, r[8], r[9])
         for r in rows
     ]
 
@@ -256,12 +261,13 @@ def _record(
     existed: bool,
     table_shape: dict[str, Any] | None,
     row_count: int | None,
+    snapshot: str | None = None,
 ) -> None:
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.manifest (run_id, datastore, policy, mode, source_schema,"
-            " source_table, backup_table, location, existed, shape, row_count)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " source_table, backup_table, location, existed, shape, row_count, snapshot)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(sql.Identifier(cfg.backup_schema)),
         [
             ctx.run_id,
@@ -275,20 +281,52 @@ def _record(
             existed,
             Jsonb(table_shape) if table_shape is not None else None,
             row_count,
+            snapshot,
         ],
     )
 
 
+def _consistent_view(conn: Conn, cfg: PostgresConfig, tables: list[TableName]) -> str:
+    """In the open transaction: REPEATABLE READ over ``tables``; returns its snapshot.
+
+    ``ACCESS SHARE`` locks (taken before the snapshot, as PostgreSQL advises)
+    keep DDL out while the copy and its recorded shape are read, and do not
+    block the application's reads or writes.
+    """
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE")
+    conn.execute(
+        sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(pg_interval(cfg.lock_timeout_s)))
+    )
+    for table in tables:
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(table.ident))
+    row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 def snapshot(conn: Conn, cfg: PostgresConfig, ctx: RunContext, names: list[TableName]) -> list[str]:
-    """Copy each table into the backup schema, all in one transaction."""
+    """Copy each table into the backup schema, consistently, without blocking writers.
+
+    The application's writes are captured from before the copy's snapshot on
+    (:mod:`convoy.engines.postgres.audit`), so a later restore knows whether
+    it would discard any of them.
+    """
     ensure_manifest(conn, cfg)
     done: list[str] = []
+    tables = resolve_all(conn, cfg, names)
+    existing = [source for source, oid in tables if oid is not None]
     with conn.transaction():
-        conn.execute(
-            "SELECT set_config('lock_timeout', %s, true)", [pg_interval(cfg.lock_timeout_s)]
-        )
-        tables = resolve_all(conn, cfg, names)
-        progress = backup_progress(cfg, ctx, len(tables))
+        for source in existing:
+            conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(
+                    sql.Identifier(cfg.backup_schema, backup_table_name(ctx, source))
+                )
+            )
+    if existing:
+        audit.install(conn, cfg, ctx, existing)
+    progress = backup_progress(cfg, ctx, len(tables))
+    with conn.transaction():
+        snap = _consistent_view(conn, cfg, existing)
         for source, oid in tables:
             if oid is None:
                 _record(
@@ -299,11 +337,6 @@ def snapshot(conn: Conn, cfg: PostgresConfig, ctx: RunContext, names: list[Table
                 progress.advance()
                 continue
             copy = backup_table_name(ctx, source)
-            conn.execute(
-                sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(cfg.backup_schema, copy))
-            )
-            # SHARE lock: writers wait while the copy is taken, so copy and shape agree
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(source.ident))
             table_shape = shape(conn, oid)
             cur = conn.execute(
                 sql.SQL("CREATE TABLE {} AS TABLE {}").format(
@@ -313,6 +346,7 @@ def snapshot(conn: Conn, cfg: PostgresConfig, ctx: RunContext, names: list[Table
             _record(
                 conn, cfg, ctx, mode="snapshot", source=source, backup_table=copy,
                 location=None, existed=True, table_shape=table_shape, row_count=cur.rowcount,
+                snapshot=snap,
             )  # fmt: skip
             ctx.log(
                 f"{ctx.datastore.name}: snapshot of {source} ({cur.rowcount} rows) in "
@@ -411,17 +445,27 @@ def pg_dump(
     # Absent tables are only recorded: done from the start.
     progress = backup_progress(cfg, ctx, len(existing) + len(absent), done=len(absent))
     if existing:
-        env, dsn = tool_env_and_dsn(conninfo)
-        cmd = [find_pg_tool(cfg, "pg_dump"), "--format=custom", "--file", location, "--dbname", dsn]
-        for source, _ in existing:
-            cmd += ["--table", _pattern(source)]
-        _run_pg_dump(cmd, env, progress)
-        progress.update(len(absent) + len(existing))
+        audit.install(conn, cfg, ctx, [source for source, _ in existing])
     with conn.transaction():
+        snap = _consistent_view(conn, cfg, [source for source, _ in existing])
+        if existing:
+            # pg_dump reads exactly this transaction's snapshot (the one recorded)
+            exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            assert exported is not None
+            env, dsn = tool_env_and_dsn(conninfo)
+            cmd = [
+                find_pg_tool(cfg, "pg_dump"), "--format=custom", "--file", location,
+                "--dbname", dsn, f"--snapshot={exported[0]}",
+            ]  # fmt: skip
+            for source, _ in existing:
+                cmd += ["--table", _pattern(source)]
+            _run_pg_dump(cmd, env, progress)
+            progress.update(len(absent) + len(existing))
         for source, oid in existing:
             _record(
                 conn, cfg, ctx, mode="pg_dump", source=source, backup_table=None,
                 location=location, existed=True, table_shape=shape(conn, oid), row_count=None,
+                snapshot=snap,
             )  # fmt: skip
         for source in absent:
             _record(

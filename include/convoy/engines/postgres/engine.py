@@ -29,6 +29,7 @@ from convoy.engines.postgres import history
 from convoy.engines.postgres import migrate as migrate_mod
 from convoy.engines.postgres import revert as revert_mod
 from convoy.engines.postgres import transform as transform_mod
+from convoy.engines.postgres import undo as undo_mod
 from convoy.engines.postgres.config import PostgresConfig
 from convoy.engines.postgres.locks import AdvisoryLock
 from convoy.engines.postgres.sql import Conn, redact_dsn
@@ -74,6 +75,9 @@ class PostgresEngine:
         ctx.log(f"{ctx.datastore.name}: {stage} on {redact_dsn(self._conninfo)}")
         conn = self._connect(self._conninfo, app[:63])
         try:
+            # convoy's own writes are not the application's: in-flight transform
+            # triggers and the backup's write capture skip this session
+            undo_mod.set_actor(conn)
             yield conn
         finally:
             conn.close()

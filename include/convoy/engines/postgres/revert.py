@@ -1,7 +1,18 @@
-"""Revert a run: undo files newest first, then the backup where an undo is missing.
+"""Revert a run: undo what convoy did, keep everything the application did.
 
-Guarantees (tested by comparing a normalised ``pg_dump --schema-only`` and
-per-table row hashes before the run and after apply + revert):
+Order: (1) the run's in-flight transform triggers are removed; (2) every
+transform's before-images are put back, newest transform first, by
+compare-and-set (:mod:`convoy.engines.postgres.undo`): a row the application
+changed since keeps the application's value and is reported as a conflict;
+(3) undo files run newest first; (4) only where a migration has no undo file
+(or failed half-way) is a table restored from the backup, and only when the
+application wrote nothing to it since the copy (:mod:`convoy.engines.postgres.audit`);
+otherwise the restore is refused and the revert ends *incomplete*
+(:class:`~convoy.engines.errors.RevertIncomplete`) after doing (1)-(3).
+
+Guarantees without a concurrent writer (tested by comparing a normalised
+``pg_dump --schema-only`` and per-table row hashes before the run and after
+apply + revert), and with one (every committed application write survives):
 
 - Undo path: each ``U<version>`` file of a version applied by this run runs
   in its own transaction (with the migration timeouts), newest first, recorded
@@ -32,8 +43,8 @@ import psycopg
 from psycopg import sql
 
 from convoy.engines.base import HistoryEntry, RevertResult, RunContext, stage_progress
-from convoy.engines.errors import BackupFailed, MigrationFailed, NoBackup
-from convoy.engines.postgres import history
+from convoy.engines.errors import BackupFailed, MigrationFailed, NoBackup, RevertIncomplete
+from convoy.engines.postgres import audit, history, undo
 from convoy.engines.postgres.backup import (
     ManifestRow,
     find_pg_tool,
@@ -201,6 +212,14 @@ def restore_snapshot(
     dropped: list[str] = []
     with conn.transaction():
         _timeouts(conn, cfg)
+        # writers wait from here to the commit; a write that slipped in since the
+        # caller's check is seen now, and the restore is called off
+        for r in rows:
+            if r.existed and resolve(conn, r.source)[1] is not None:
+                conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(r.source.ident))
+        late = _restore_refusals(conn, cfg, ctx, rows)
+        if late:
+            raise _WritesDuringRestore(late)
         for r in rows:
             if not r.existed:
                 _, oid = resolve(conn, r.source)
@@ -302,16 +321,48 @@ def _mark_restored(conn: Conn, cfg: PostgresConfig, rows: list[ManifestRow]) -> 
     )
 
 
-def _transform_rows_in_run(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> int:
-    if not history.exists(conn, cfg.schema):
-        return 0
-    row = conn.execute(
-        sql.SQL(
-            "SELECT coalesce(sum(rows_done), 0) FROM {} WHERE datastore = %s AND run_id = %s"
-        ).format(sql.Identifier(cfg.schema, "transform_checkpoints")),
-        [ctx.datastore.name, ctx.run_id],
-    ).fetchone()
-    return int(row[0]) if row else 0
+class _WritesDuringRestore(Exception):
+    """The application wrote between the check and the restore's locks."""
+
+    def __init__(self, found: list[tuple[ManifestRow, str]]) -> None:
+        self.found = found
+        super().__init__(f"{len(found)} tables written during the restore")
+
+
+def _restore_refusals(
+    conn: Conn, cfg: PostgresConfig, ctx: RunContext, rows: list[ManifestRow]
+) -> list[tuple[ManifestRow, str]]:
+    """Backed-up tables a restore would lose application writes in, with why."""
+    refused: list[tuple[ManifestRow, str]] = []
+    for r in rows:
+        if not r.existed:
+            continue
+        if r.snapshot is None:
+            refused.append((r, "its backup predates write capture"))
+        elif not audit.capturing(conn, ctx, r.source):
+            refused.append(
+                (r, "the application's writes are no longer captured (the run completed)")
+            )
+        else:
+            n = audit.writes_after(conn, cfg, ctx, r.source, r.snapshot)
+            if n:
+                refused.append((r, f"the application wrote {n} rows since the backup"))
+    return refused
+
+
+def _refusal_line(
+    cfg: PostgresConfig, ctx: RunContext, r: ManifestRow, why: str, versions: list[str]
+) -> str:
+    copy = (
+        f"{cfg.backup_schema}.{r.backup_table}" if r.backup_table else (r.location or "the backup")
+    )
+    return (
+        f"{r.source} not restored: {why}; restoring it would discard them "
+        f"(needed for {', '.join(versions)}: no undo file or failed half-way). "
+        f"The writes are listed in {cfg.backup_schema}.{audit.audit_table(ctx)}. Finish by "
+        f"hand: add undo files (U<version>__<desc>.sql) and run the rollback again, or "
+        f"reconcile {r.source} with {copy}"
+    )
 
 
 def revert(
@@ -322,6 +373,7 @@ def revert(
     conninfo: str,
     *,
     dry_run: bool,
+    batch_size: int = 5000,
 ) -> RevertResult:
     entries = history.load(conn, cfg.schema, ctx.datastore.name)
     mine = [e for e in entries if e.run_id == ctx.run_id and e.kind == "V" and history.is_active(e)]
@@ -331,38 +383,44 @@ def revert(
         reverse=True,
     )
     half_applied = [e for e in mine if not e.success and not e.rolled_back]
-    backups = [r for r in manifest(conn, cfg, ctx) if not r.restored]
-    transformed = _transform_rows_in_run(conn, cfg, ctx)
+    all_backups = manifest(conn, cfg, ctx)
+    backups = [r for r in all_backups if not r.restored]
+    undo_tables = [t for t in undo.tables(conn, cfg, ctx) if not t.reverted]
 
     undo_plan: list[tuple[HistoryEntry, MigrationFile]] = []
     needs_backup: list[HistoryEntry] = list(half_applied)
     for e in applied:
-        undo = files.undo.get(parse_version(e.version))
-        if undo is not None and not needs_backup:
-            undo_plan.append((e, undo))
+        undo_file = files.undo.get(parse_version(e.version))
+        if undo_file is not None and not needs_backup:
+            undo_plan.append((e, undo_file))
         else:
             needs_backup.append(e)
-    restore = bool(needs_backup) or (transformed > 0 and bool(backups))
     if needs_backup and not backups:
         raise NoBackup(
             ctx.run_id,
             [e.version for e in needs_backup],
             "no undo file and no backup of this run (backup: snapshot or pg_dump)",
         )
-    if transformed > 0 and not backups:
-        ctx.log(
-            f"{ctx.datastore.name}: {transformed} rows were transformed in this run and there "
-            "is no backup; transforms are not undone"
-        )
     undone = [version_text(parse_version(e.version)) for e, _ in undo_plan]
     from_backup = [e.version for e in needs_backup]
     if dry_run:
+        for t in undo_tables:
+            ctx.log(
+                f"{ctx.datastore.name}: dry run would set {undo.pending(conn, cfg, t)} rows of "
+                f"{t.source} back to their before-image ({t.transform}), where unchanged since"
+            )
         for e, u in undo_plan:
             ctx.log(f"{ctx.datastore.name}: dry run would undo {e.version} with {u.path.name}")
-        if restore:
+        refusals = _restore_refusals(conn, cfg, ctx, backups) if needs_backup else []
+        if needs_backup:
             ctx.log(
                 f"{ctx.datastore.name}: dry run would restore "
                 f"{', '.join(str(r.source) for r in backups)} from the backup"
+                + (
+                    f" (refused: {len(refusals)} tables have application writes)"
+                    if refusals
+                    else ""
+                )
             )
         return RevertResult(
             ctx.datastore.name,
@@ -370,52 +428,88 @@ def revert(
             True,
             tuple(undone),
             tuple(from_backup),
-            tuple(str(r.source) for r in backups if r.existed and restore),
+            tuple(str(r.source) for r in backups if r.existed and needs_backup),
             (),
+            refused=tuple(_refusal_line(cfg, ctx, r, why, from_backup) for r, why in refusals),
         )
-    # One step per undo file and per backed-up table brought back.
+    # One step per transform's before-images, undo file and backed-up table.
     progress = stage_progress(
         ctx,
         "revert",
-        len(undo_plan) + (len(backups) if restore else 0),
+        len(undo_tables) + len(undo_plan) + (len(backups) if needs_backup else 0),
         unit="steps",
         interval_s=cfg.progress_interval_s,
     )
+    undo.drop_triggers(conn, cfg, ctx)
+    outcome = undo.UndoOutcome()
+    for t in undo.tables(conn, cfg, ctx):
+        if t.reverted:
+            outcome.add(undo.outcome_counts(conn, cfg, t))
+            continue
+        outcome.add(undo.revert(conn, cfg, ctx, t, batch_size))
+        progress.advance()
+    if undo_tables:
+        _forget_checkpoints(conn, cfg, ctx)
     for e, u in undo_plan:
         run_undo(conn, cfg, ctx, e, u)
         progress.advance()
     restored: list[str] = []
     dropped: list[str] = []
-    if restore:
-        if backups[0].mode == "pg_dump":
+    refused: list[str] = []
+    if needs_backup:
+        refusals = _restore_refusals(conn, cfg, ctx, backups)
+        if refusals:
+            refused = [_refusal_line(cfg, ctx, r, why, from_backup) for r, why in refusals]
+        elif backups[0].mode == "pg_dump":
             restored, dropped = restore_pg_dump(conn, cfg, ctx, conninfo, backups, progress)
         else:
-            restored, dropped = restore_snapshot(conn, cfg, ctx, backups, progress)
-        with conn.transaction():
-            ranks = [e.rank for e in needs_backup if e.success]
-            if ranks:
-                history.mark_reverted(conn, cfg.schema, ranks, ctx.run_id)
-            failed = [e.rank for e in needs_backup if not e.success]
-            if failed:
-                history.mark_repaired(conn, cfg.schema, failed)
-            if history.exists(conn, cfg.schema):
-                conn.execute(
-                    sql.SQL("DELETE FROM {} WHERE datastore = %s AND run_id = %s").format(
-                        sql.Identifier(cfg.schema, "transform_checkpoints")
-                    ),
-                    [ctx.datastore.name, ctx.run_id],
-                )
-        ctx.log(
-            f"{ctx.datastore.name}: restored {', '.join(restored) or 'no tables'} from the "
-            f"{backups[0].mode} backup" + (f"; dropped {', '.join(dropped)}" if dropped else "")
-        )
+            try:
+                restored, dropped = restore_snapshot(conn, cfg, ctx, backups, progress)
+            except _WritesDuringRestore as late:
+                refused = [_refusal_line(cfg, ctx, r, why, from_backup) for r, why in late.found]
+        if not refused:
+            with conn.transaction():
+                ranks = [e.rank for e in needs_backup if e.success]
+                if ranks:
+                    history.mark_reverted(conn, cfg.schema, ranks, ctx.run_id)
+                failed = [e.rank for e in needs_backup if not e.success]
+                if failed:
+                    history.mark_repaired(conn, cfg.schema, failed)
+            ctx.log(
+                f"{ctx.datastore.name}: restored {', '.join(restored) or 'no tables'} from the "
+                f"{backups[0].mode} backup" + (f"; dropped {', '.join(dropped)}" if dropped else "")
+            )
+    # capture ends with the revert: what it recorded stays in the audit table
+    audit.remove(conn, cfg, ctx, [r.source for r in all_backups if r.existed])
     progress.finish()
-    return RevertResult(
+    result = RevertResult(
         ctx.datastore.name,
         ctx.run_id,
         False,
         tuple(undone),
-        tuple(from_backup),
+        tuple(from_backup) if not refused else (),
         tuple(restored),
         tuple(dropped),
+        rows_restored=outcome.restored,
+        rows_conflicting=outcome.conflicting,
+        rows_gone=outcome.gone,
+        conflicts=tuple((outcome.conflicts or [])[: undo.MAX_LISTED_CONFLICTS]),
+        refused=tuple(refused),
     )
+    if refused:
+        for line in refused:
+            ctx.log(f"{ctx.datastore.name}: REFUSED: {line}")
+        raise RevertIncomplete(ctx.datastore.name, result, refused)
+    return result
+
+
+def _forget_checkpoints(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> None:
+    """The run's transform checkpoints go with its reverted rows (a rerun starts over)."""
+    if history.exists(conn, cfg.schema):
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE datastore = %s AND run_id = %s").format(
+                    sql.Identifier(cfg.schema, "transform_checkpoints")
+                ),
+                [ctx.datastore.name, ctx.run_id],
+            )

@@ -19,7 +19,13 @@ import psycopg
 from psycopg import sql
 
 from convoy.engines.base import Partition, RunContext, TransformResult
-from convoy.engines.errors import MissingDataInterval, Throttled, UnknownTransform
+from convoy.engines.errors import (
+    MissingDataInterval,
+    Throttled,
+    UnknownTransform,
+    UnsafeIdentifier,
+)
+from convoy.engines.postgres import undo
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.sql import (
     Conn,
@@ -61,10 +67,14 @@ def compile_spec(t: SqlTransform) -> TransformSpec:
     field = f"transforms[{t.name}]"
     where, used = render_author_sql(t.where or "TRUE")
     set_: list[tuple[str, str]] = []
+    key = identifier(t.key, f"{field}.key")
     for column, expr in t.set_.items():
         text, more = render_author_sql(expr)
         used |= more
         set_.append((identifier(column, f"{field}.set"), text))
+        if column == key:
+            # before-images are keyed by it: a transform may not move rows
+            raise UnsafeIdentifier(column, f"{field}.set (the key column cannot be set)")
     return TransformSpec(
         name=t.name,
         table=table_name(t.table, f"{field}.table"),
@@ -191,6 +201,8 @@ class TransformRunner:
         self.params.update(range_params)
         self.paused_s = 0.0
         self._last_check = float("-inf")  # first check after the first batch
+        #: Where batches write their before-images (set by ``run``; dry runs have none).
+        self.undo: undo.UndoTable | None = None
         self._cp_key = [
             ctx.policy_name,
             ctx.datastore.name,
@@ -264,12 +276,54 @@ class TransformRunner:
             " ORDER BY {k} LIMIT %(convoy_limit)s),"
             # = ANY(ARRAY(...)): an index scan on the key; a join here may pick a
             # hash join over a sequential scan of the whole table for every batch
-            " convoy_upd AS (UPDATE {t} SET {set}"
-            " WHERE {k} = ANY(ARRAY(SELECT convoy_key FROM convoy_batch)) AND {w} RETURNING 1)"
+            "{upd}"
             " SELECT (SELECT count(*) FROM convoy_batch),"
             " (SELECT max(convoy_key)::text FROM convoy_batch),"
             " (SELECT count(*) FROM convoy_upd)"
-        ).format(k=key, t=t, w=_where(self.spec), r=self.range_sql, a=after, set=assignments)
+        ).format(
+            k=key,
+            t=t,
+            w=_where(self.spec),
+            r=self.range_sql,
+            a=after,
+            upd=self._update(assignments),
+        )
+
+    def _update(self, assignments: sql.Composable) -> sql.Composable:
+        """The batch's UPDATE, appending before-images when the run keeps them."""
+        keys = sql.SQL("ARRAY(SELECT convoy_key FROM convoy_batch)")
+        if self.undo is None:
+            return sql.SQL(
+                " convoy_upd AS (UPDATE {t} SET {set} WHERE {k} = ANY({keys}) AND {w} RETURNING 1)"
+            ).format(
+                t=self.spec.table.ident,
+                set=assignments,
+                k=sql.Identifier(self.spec.key),
+                keys=keys,
+                w=_where(self.spec),
+            )
+        return sql.SQL(" ") + undo.batch_update(
+            self.undo,
+            self.cfg,
+            table=self.spec.table.ident,
+            where=_where(self.spec),
+            assignments=assignments,
+            keys=keys,
+            returning_old=self.conn.info.server_version >= 180000,
+        )
+
+    def prepare_undo(self) -> undo.UndoTable:
+        """Undo table and in-flight trigger of this transform (created once per run)."""
+        trigger = undo.TriggerSpec(
+            set_=self.spec.set_, where=self.spec.where, params=self._author_params()
+        )
+        self.undo = undo.prepare(
+            self.conn, self.cfg, self.ctx, self.spec.name, self.spec.table, self.spec.key, trigger
+        )
+        return self.undo
+
+    def _author_params(self) -> dict[str, Any]:
+        return {p: self.params[p] for p in self.spec.params}
 
     def run_batch(self, last_key: str | None) -> tuple[int, str | None, int]:
         """One batch in its own transaction with its checkpoint; (selected, last key, updated)."""
@@ -410,6 +464,7 @@ class TransformRunner:
             " set_config('statement_timeout', %s, false)",
             [pg_interval(self.cfg.lock_timeout_s), pg_interval(self.cfg.statement_timeout_s)],
         )
+        self.prepare_undo()
         started = time.monotonic()
         last_key, rows_this_run = cp.last_key, 0
         while True:
