@@ -389,6 +389,8 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
                 "conn_id": builder.settings.conn_id,
                 "in_cluster": builder.settings.in_cluster,
                 "approval_task_id": approval.TASK_ID if plan.approval else None,
+                "policy_path": str(loaded.path.resolve()),
+                "datastore_names": [d.name for d in policy.datastores],
             },
             trigger_rule="all_done",
             retries=0,

@@ -426,3 +426,31 @@ def revert(
     data = {"datastore": datastore, "reverted": True, "result": result.to_dict()}
     context["ti"].xcom_push(key=config.RESULT_KEY, value=data)
     return data
+
+
+def complete(*, policy_path: str, datastores: list[str], **context: Any) -> list[str]:
+    """End the run's in-flight datastore work (triggers, write capture); never raises.
+
+    Runs at the end of every run whose data was not reverted: a reverted
+    datastore was completed by its revert, which is idempotent with this.
+    """
+    done: list[str] = []
+    try:
+        chosen = runtime.selection(context)
+    except Exception:
+        log.warning("no preflight result: no datastore work to complete")
+        return done
+    if chosen.get("dry_run") or runtime.manual_rollback_of(context) is not None:
+        return done
+    for name in datastores:
+        if name not in chosen["datastores"]:
+            continue
+        try:
+            policy_name, ds, base_dir = load_datastore(policy_path, name)
+            finish = getattr(build_engine(ds), "complete", None)
+            if finish is not None:
+                ctx = run_context(policy_name, ds, base_dir, context)
+                done += [f"{name}: {line}" for line in finish(ctx)]
+        except Exception:
+            log.exception("%s: could not complete the run's datastore work", name)
+    return done

@@ -523,18 +523,32 @@ def report(
     conn_id: str = "kubernetes_default",
     in_cluster: bool = False,
     approval_task_id: str | None = None,
+    policy_path: str | None = None,
+    datastore_names: list[str] | None = None,
     **context: Any,
 ) -> dict[str, Any]:
     """Run summary from XCom and task states, the Markdown/HTML run report, rollback metrics.
+
+    First, the run's in-flight datastore work (transform triggers, write
+    capture) ends: the run is over, whether it was reverted or not.
 
     When a revert ended failed, what is left in which state (and the commands to
     finish by hand) is logged at ERROR, sent to ``onRollback`` (else ``onFailure``)
     and listed in the run report.
     """
+    completed: list[str] = []
+    if policy_path is not None and datastore_names:
+        from convoy.airflow import datastores as datastore_tasks
+
+        completed = datastore_tasks.complete(
+            policy_path=policy_path, datastores=datastore_names, **context
+        )
     states = run_states(context)
     ti = context["ti"]
     expanded = set(mapped or ())
     summary: dict[str, Any] = {"steps": {}, "reverts": {}}
+    if completed:
+        summary["completed"] = completed
     if approval_task_id is not None:
         from convoy.airflow import approval
 

@@ -24,6 +24,7 @@ from convoy.engines.base import (
     TransformResult,
 )
 from convoy.engines.errors import EngineError, HistoryNotEmpty, UnknownVersion
+from convoy.engines.postgres import audit as audit_mod
 from convoy.engines.postgres import backup as backup_mod
 from convoy.engines.postgres import history
 from convoy.engines.postgres import migrate as migrate_mod
@@ -110,7 +111,12 @@ class PostgresEngine:
                     )
                 )
         for f in status.pending:
-            undo = "undo file" if f.has_down else "no undo file"
+            undo = (
+                "undo file"
+                if f.has_down
+                else "no undo file: a rollback restores the backup, and refuses to if the "
+                "application wrote to the table meanwhile"
+            )
             actions.append(Action("migrate", "apply", f.name, f"checksum {f.checksum}, {undo}"))
         for t in ds.transforms:
             actions.append(
@@ -204,6 +210,24 @@ class PostgresEngine:
         files = migrate_mod.load_files(ctx)
         with self._session(ctx, "revert") as conn, self._lock(conn, ctx):
             return revert_mod.revert(conn, self.config, ctx, files, self._conninfo, dry_run=dry_run)
+
+    def complete(self, ctx: RunContext) -> list[str]:
+        """End the run's in-flight work: transform triggers and write capture are removed.
+
+        Called when the run ends without reverting this datastore. Before-images,
+        audit records and backups stay (a later manual rollback uses them).
+        Idempotent.
+        """
+        with self._session(ctx, "complete") as conn, self._lock(conn, ctx):
+            done = undo_mod.drop_triggers(conn, self.config, ctx)
+            captured = [r.source for r in backup_mod.manifest(conn, self.config, ctx) if r.existed]
+            audit_mod.remove(conn, self.config, ctx, captured)
+        if done or captured:
+            ctx.log(
+                f"{ctx.datastore.name}: run complete; removed "
+                + ", ".join([*done, *(f"write capture on {t}" for t in captured)])
+            )
+        return done + [f"write capture on {t}" for t in captured]
 
     def history(self, ctx: RunContext) -> list[HistoryEntry]:
         with self._session(ctx, "history") as conn:
