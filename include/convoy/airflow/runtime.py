@@ -772,6 +772,11 @@ def _datastore_rows(
                 "rows_transformed": rows_done,
                 "validation": validation,
                 "reverted": bool(revert.get("reverted")),
+                "rows_restored": int(inner.get("rows_restored") or 0),
+                "rows_conflicting": int(inner.get("rows_conflicting") or 0),
+                "rows_gone": int(inner.get("rows_gone") or 0),
+                "conflicts": [str(c) for c in inner.get("conflicts") or ()],
+                "refused": [str(r) for r in revert.get("refused") or ()],
             }
         )
     return rows
@@ -790,8 +795,12 @@ def _rollback_steps(summary: Mapping[str, Any]) -> list[str]:
         elif result.get("reverted"):
             inner = _mapping(result.get("result"))
             what = [*(inner.get("undone") or ()), *(inner.get("restored_from_backup") or ())]
-            listed = ", ".join(str(v) for v in what) or "nothing to undo"
-            done.append(f"data {result.get('datastore')}: reverted {listed}")
+            listed = ", ".join(str(v) for v in what) or "no migration"
+            done.append(
+                f"data {result.get('datastore')}: reverted {listed}; "
+                f"{int(inner.get('rows_restored') or 0)} rows restored, "
+                f"{int(inner.get('rows_conflicting') or 0)} conflicts kept"
+            )
     return done
 
 

@@ -12,6 +12,7 @@ The reports directory is ``$CONVOY_REPORTS_DIR``, else
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -49,6 +50,15 @@ class DatastoreRow:
     rows_transformed: int = 0
     validation: Mapping[str, Any] | None = None
     reverted: bool = False
+    #: Rows set back to their before-image by the revert.
+    rows_restored: int = 0
+    #: Rows the application changed after convoy did: kept, listed in ``conflicts``.
+    rows_conflicting: int = 0
+    #: Rows the application deleted after convoy changed them.
+    rows_gone: int = 0
+    conflicts: tuple[str, ...] = ()
+    #: What the revert refused to do (it would discard application writes), and why.
+    refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,15 +176,15 @@ def _service(row: ServiceRow | Mapping[str, Any]) -> ServiceRow:
 
 def _datastore(row: DatastoreRow | Mapping[str, Any]) -> DatastoreRow:
     if isinstance(row, DatastoreRow):
-        validation = row.validation
-        name, applied, reverted_m = row.name, row.migrations_applied, row.migrations_reverted
-        rows, reverted = row.rows_transformed, row.reverted
-    else:
-        validation = row.get("validation")
-        name = str(row["name"])
-        applied = tuple(str(m) for m in row.get("migrations_applied") or ())
-        reverted_m = tuple(str(m) for m in row.get("migrations_reverted") or ())
-        rows, reverted = int(row.get("rows_transformed") or 0), bool(row.get("reverted", False))
+        to_dict = getattr(row.validation, "to_dict", None)
+        if callable(to_dict):
+            return dataclasses.replace(row, validation=to_dict())
+        return row
+    validation = row.get("validation")
+    name = str(row["name"])
+    applied = tuple(str(m) for m in row.get("migrations_applied") or ())
+    reverted_m = tuple(str(m) for m in row.get("migrations_reverted") or ())
+    rows, reverted = int(row.get("rows_transformed") or 0), bool(row.get("reverted", False))
     to_dict = getattr(validation, "to_dict", None)
     if callable(to_dict):  # a ValidationReport
         validation = to_dict()
@@ -185,6 +195,11 @@ def _datastore(row: DatastoreRow | Mapping[str, Any]) -> DatastoreRow:
         rows_transformed=int(rows),
         validation=None if validation is None else dict(validation),
         reverted=reverted,
+        rows_restored=int(row.get("rows_restored") or 0),
+        rows_conflicting=int(row.get("rows_conflicting") or 0),
+        rows_gone=int(row.get("rows_gone") or 0),
+        conflicts=tuple(str(c) for c in row.get("conflicts") or ()),
+        refused=tuple(str(r) for r in row.get("refused") or ()),
     )
 
 
@@ -304,16 +319,18 @@ def render_markdown(report: RunReport) -> str:
     if report.datastores:
         lines += [
             "| Datastore | Migrations applied | Migrations reverted | Rows transformed "
-            "| Validation | Reverted |",
-            "|---|---|---|---|---|---|",
+            "| Validation | Reverted | Rows restored | Conflicts (kept) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for d in report.datastores:
             lines.append(
                 f"| {md_code(d.name)} | {_list(d.migrations_applied)} "
                 f"| {_list(d.migrations_reverted)} | {d.rows_transformed} "
-                f"| {md_text(_validation_summary(d.validation))} | {_yes(d.reverted)} |"
+                f"| {md_text(_validation_summary(d.validation))} | {_yes(d.reverted)} "
+                f"| {d.rows_restored} | {d.rows_conflicting} |"
             )
         lines += _md_validation(report.datastores)
+        lines += _md_revert_details(report.datastores)
     else:
         lines.append("No datastores.")
     lines += ["", "## Rollback", ""]
@@ -325,6 +342,36 @@ def render_markdown(report: RunReport) -> str:
     else:
         lines.append("No timings recorded.")
     return "\n".join(lines) + "\n"
+
+
+def revert_details(d: DatastoreRow) -> list[str]:
+    """Plain lines on what a datastore's revert kept and refused (Markdown and HTML)."""
+    lines: list[str] = []
+    if d.rows_restored or d.rows_conflicting or d.rows_gone:
+        lines.append(
+            f"{d.rows_restored} rows set back to their before-image; "
+            f"{d.rows_conflicting} changed by the application after convoy did (kept as the "
+            f"application wrote them); {d.rows_gone} deleted by the application (nothing to undo)"
+        )
+    if d.conflicts:
+        more = d.rows_conflicting - len(d.conflicts)
+        lines.append(
+            "conflicts: "
+            + ", ".join(d.conflicts)
+            + (f" and {more} more (all in the undo table)" if more > 0 else "")
+        )
+    lines += [f"NOT REVERTED: {r}" for r in d.refused]
+    return lines
+
+
+def _md_revert_details(datastores: Sequence[DatastoreRow]) -> list[str]:
+    out: list[str] = []
+    for d in datastores:
+        lines = revert_details(d)
+        if lines:
+            out += ["", f"### Revert of {md_code(d.name)}", ""]
+            out += [f"- {md_text(line)}" for line in lines]
+    return out
 
 
 def _md_validation(datastores: Sequence[DatastoreRow]) -> list[str]:

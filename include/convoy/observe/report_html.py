@@ -169,6 +169,8 @@ def _datastores(datastores: Sequence[DatastoreRow]) -> str:
             f"{d.rows_transformed:,}",
             esc(_validation_summary(d.validation)),
             '<span class="failed">yes</span>' if d.reverted else "no",
+            f"{d.rows_restored:,}",
+            f"{d.rows_conflicting:,}",
         )
         for d in datastores
     ]
@@ -181,13 +183,28 @@ def _datastores(datastores: Sequence[DatastoreRow]) -> str:
                 "Rows transformed",
                 "Validation",
                 "Reverted",
+                "Rows restored",
+                "Conflicts (kept)",
             ),
             rows,
-            numeric=(3,),
+            numeric=(3, 6, 7),
         )
     ]
     out += [_validation(d) for d in datastores if (d.validation or {}).get("outcomes")]
+    out += [_revert_details(d) for d in datastores if d.rows_restored or d.refused or d.conflicts]
     return "\n".join(out)
+
+
+def _revert_details(d: DatastoreRow) -> str:
+    from convoy.observe.report import revert_details
+
+    items = "".join(
+        f'<li class="failed">{esc(line)}</li>'
+        if line.startswith("NOT REVERTED")
+        else f"<li>{esc(line)}</li>"
+        for line in revert_details(d)
+    )
+    return f"<h3>Revert of {_code(d.name)}</h3><ul>{items}</ul>"
 
 
 def _validation(d: DatastoreRow) -> str:
