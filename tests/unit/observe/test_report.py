@@ -283,3 +283,25 @@ def test_write_and_find(tmp_path: Path) -> None:
 )
 def test_default_reports_dir(env: dict[str, str], expected: str) -> None:
     assert default_reports_dir(env) == Path(expected)
+
+
+def test_revert_details_restored_conflicts_and_refusals() -> None:
+    row = {
+        "name": "orders",
+        "reverted": False,
+        "rows_restored": 1200,
+        "rows_conflicting": 3,
+        "rows_gone": 4,
+        "conflicts": ["public.orders:7", "public.orders:9"],
+        "refused": ["public.orders not restored: the application wrote 12 rows since the backup"],
+    }
+    report = _report(datastores=[row])
+    assert RunReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    text = render_markdown(report)
+    assert "| 1200 | 3 |" in text
+    assert "### Revert of `orders`" in text
+    assert "public.orders:7, public.orders:9 and 1 more (all in the undo table)" in text
+    assert "NOT REVERTED: public.orders not restored: the application wrote 12 rows" in text
+    page = render_html(report)
+    assert "Conflicts (kept)" in page
+    assert '<li class="failed">NOT REVERTED: public.orders not restored' in page
