@@ -126,6 +126,17 @@ def _check_migrations(
                     f"rollback.automatic is true but migration {f.name} has no undo {undo} "
                     f"and backup is 'none'; {fix} or set backup: snapshot",
                 )
+    elif backup != "none":
+        without = [f.name for f in files if f.kind == "V" and not f.has_down]
+        if without:
+            fix = "add undo files (U<version>__*.sql)" if kind == "postgres" else "define down(db)"
+            reporter.warning(
+                field,
+                f"{', '.join(without)} {'has' if len(without) == 1 else 'have'} no undo: a "
+                "rollback can only restore the backup, and refuses to when the application "
+                f"wrote to those tables during the run (it then ends incomplete); {fix} for "
+                "a complete rollback under live writes",
+            )
     return files
 
 

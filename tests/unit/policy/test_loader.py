@@ -32,9 +32,11 @@ def test_full_example_loads_with_migrations(policies_dir: Path) -> None:
         "V1__create_orders",
         "U1__create_orders",
         "V2__add_status",
+        "U2__add_status",
         "V2.1__index_status",
+        "U2.1__index_status",
     ]
-    assert [m.has_down for m in loaded.migrations["catalog"]] == [True, False]
+    assert [m.has_down for m in loaded.migrations["catalog"]] == [True, True]
     assert len(loaded.source_sha256) == 64
     assert loaded.base_dir == policies_dir / "good"
 
