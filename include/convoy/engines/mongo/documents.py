@@ -115,11 +115,21 @@ def uses_interval(value: Any) -> bool:
 
 
 # -- batch markers -------------------------------------------------------------
-def stamp_update(update: Doc | list[Doc], marker: str, batch: Mapping[str, Any]) -> Any:
-    """``update`` that also sets ``marker`` to ``batch`` in the same (per-document atomic) write."""
+def stamp_update(
+    update: Doc | list[Doc], marker: str, batch: Mapping[str, Any], after: Any = None
+) -> Any:
+    """``update`` that also sets ``marker`` to ``batch`` in the same (per-document atomic) write.
+
+    ``after`` (pipelines only) is an expression stored as ``<marker>.after``
+    by the same write, e.g. ``{"status": "$status"}``: the values the update
+    produced, captured before any later write can change them.
+    """
     value = dict(batch)
     if isinstance(update, list):
-        return [*copy.deepcopy(update), {"$set": {marker: {"$literal": value}}}]
+        if after is None:
+            return [*copy.deepcopy(update), {"$set": {marker: {"$literal": value}}}]
+        stamp = {k: {"$literal": v} for k, v in value.items()}
+        return [*copy.deepcopy(update), {"$set": {marker: {**stamp, "after": after}}}]
     out = copy.deepcopy(update)
     out["$set"] = {**out.get("$set", {}), marker: value}
     return out
@@ -154,11 +164,8 @@ def index_specs(db: Database[Doc], collection: str) -> list[Doc]:
     return sorted(specs, key=lambda s: str(s["name"]))
 
 
-def collection_digest(db: Database[Doc], collection: str, batch_size: int = 1000) -> Doc:
-    """Count and SHA-256 of the documents (in ``_id`` order) and of the index specs.
-
-    Streams the collection with a server cursor, so memory stays constant.
-    """
+def documents_digest(db: Database[Doc], collection: str, batch_size: int = 1000) -> Doc:
+    """Count and SHA-256 of the documents in ``_id`` order (a server cursor: constant memory)."""
     docs = hashlib.sha256()
     count = 0
     if collection in db.list_collection_names():
@@ -166,10 +173,24 @@ def collection_digest(db: Database[Doc], collection: str, batch_size: int = 1000
             docs.update(canonical(doc).encode())
             docs.update(b"\n")
             count += 1
-    indexes = hashlib.sha256(
+    return {"count": count, "documents": docs.hexdigest()}
+
+
+def indexes_digest(db: Database[Doc], collection: str) -> str:
+    """SHA-256 of the index specifications (see :func:`index_specs`)."""
+    return hashlib.sha256(
         "\n".join(canonical(s) for s in index_specs(db, collection)).encode()
     ).hexdigest()
-    return {"count": count, "documents": docs.hexdigest(), "indexes": indexes}
+
+
+def collection_digest(db: Database[Doc], collection: str, batch_size: int = 1000) -> Doc:
+    """Count and SHA-256 of the documents (in ``_id`` order) and of the index specs.
+
+    Streams the collection with a server cursor, so memory stays constant.
+    """
+    out = documents_digest(db, collection, batch_size)
+    out["indexes"] = indexes_digest(db, collection)
+    return out
 
 
 def stream(

@@ -5,7 +5,7 @@ Airflow: the Airflow layer builds the client from the policy's connection
 (``MongoHook(conn_id).get_conn()``) and calls one method per stage.
 All of convoy's state lives in the datastore's own database
 (``convoy_changelog``, ``convoy_locks``, ``convoy_checkpoints``,
-``convoy_backups``, ``convoy_backup__*``).
+``convoy_undo``, ``convoy_backups``, ``convoy_backup__*``).
 """
 
 from __future__ import annotations
@@ -117,7 +117,11 @@ class MongoEngine:
                 note = "" if name in existing else "absent: dropped on revert"
                 actions.append(Action("backup", "snapshot", name, note))
         for f in st.pending:
-            undo = "down(db)" if f.has_down else "no down(db): snapshot on revert"
+            undo = (
+                "down(db)"
+                if f.has_down
+                else "no down(db): snapshot on revert, refused if others wrote to it"
+            )
             actions.append(Action("migrate", "apply", f.name, f"checksum {f.checksum}, {undo}"))
         for t in ds.transforms:
             spec = transform_mod.compile_spec(t, ctx, self.config)
@@ -206,7 +210,9 @@ class MongoEngine:
         if dry_run:
             return revert_mod.revert(self.db, self.config, ctx, files, None, dry_run=True)
         with self._db_lock(ctx, "revert") as lock:
-            return revert_mod.revert(self.db, self.config, ctx, files, lock, dry_run=False)
+            return revert_mod.revert(
+                self.db, self.config, ctx, files, lock, dry_run=False, fault=self._fault
+            )
 
     def history(self, ctx: RunContext) -> list[HistoryEntry]:
         return changelog.to_history(changelog.load(self.db, self.config, ctx.datastore.name))

@@ -6,6 +6,11 @@ changelog (read once, checksum verified, compiled), as a fresh module named
 ``sys.modules``. Migrations run one at a time in version order under the
 database lock; each attempt is recorded *before* ``up`` runs (``running``) and
 finished as ``applied`` or ``failed``.
+
+With ``backup: snapshot``, each migration is bracketed by digests of the
+snapshotted collections in its scope (:func:`backup.before_migration`,
+:func:`backup.after_migration`), so a revert can tell whether anyone else
+wrote to a collection before restoring its snapshot over it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from convoy.engines.errors import (
     MigrationsUnreadable,
     OutOfOrderMigration,
 )
-from convoy.engines.mongo import changelog
+from convoy.engines.mongo import backup, changelog
 from convoy.engines.mongo.config import FaultHook, MongoConfig
 from convoy.engines.mongo.locks import MongoLock, utcnow
 from convoy.policy.migrations import MigrationFile, scan_migrations
@@ -127,6 +132,7 @@ def apply(
         lock.check()
         module = load_module(f)
         up = function(module, f, "up")
+        backup.before_migration(db, cfg, ctx, f)
         started = utcnow()
         entry_id = log.insert_one(
             {
@@ -158,6 +164,7 @@ def apply(
                 fault("migrate.after_up", {"version": f.version_text})
         except Exception as exc:
             ms = int((time.monotonic() - t0) * 1000)
+            backup.after_migration(db, cfg, ctx, f, "failed")
             log.update_one(
                 {"_id": entry_id},
                 {
@@ -171,6 +178,7 @@ def apply(
             )
             raise MigrationFailed(f.version_text, str(f.path), _error_code(exc), str(exc)) from exc
         ms = int((time.monotonic() - t0) * 1000)
+        backup.after_migration(db, cfg, ctx, f, "applied")
         log.update_one(
             {"_id": entry_id},
             {"$set": {"state": "applied", "finished": utcnow(), "duration_ms": ms}},

@@ -1,24 +1,32 @@
-"""Batched, resumable transforms: ``filter`` + ``update`` in ``_id`` order with ``bulk_write``.
+"""Batched, resumable transforms: ``filter`` + ``update`` in ``_id`` order, with an undo log.
 
-One batch: fetch the next ``batch_size`` ``_id`` s after the checkpoint that
-match the filter and are not yet stamped (projection ``_id`` only, sorted),
-then one ``bulk_write([UpdateMany({_id: {$in: ids}} AND filter AND not
-stamped, update + stamp)])``, then the checkpoint in ``convoy_checkpoints``.
+One batch: read the next ``batch_size`` documents after the checkpoint that
+match the filter and are not yet stamped (sorted by ``_id``, one batch in
+memory), log their before-images in ``convoy_undo``, update each one with a
+compare-and-set on the document as read (one ``bulk_write``), log the
+after-values, then the checkpoint in ``convoy_checkpoints``
+(:mod:`convoy.engines.mongo.undo` says why in this order).
 
 Why re-applying a batch is impossible without transactions: the write and the
-checkpoint are two operations, so a kill can fall between them. Every
+checkpoint are separate operations, so a kill can fall between them. Every
 document the transform updates is stamped **in the same single-document
 atomic update** with ``_convoy_<transform key>: {run, batch}`` (the key hashes
-policy, datastore, transform and data interval). Fetches and writes skip
+policy, datastore, transform and data interval). Reads and writes skip
 stamped documents, so after a kill the re-run skips what the lost batch
-already changed (and counts it), whatever the filter says. When every batch
-is done, the stamps are removed (``$unset``), then the checkpoint says
-``done``; a kill during that cleanup just repeats it. Multi-document
-transactions are deliberately not used: they need a replica set, are bounded
-in time (60 s) and size, and the stamp gives the same guarantee everywhere.
+already changed (and logs its after-values), whatever the filter says.
 
-Memory is constant: one batch of ``_id`` s at a time; counts are done in the
-server.
+Writes that arrive while the transform runs: the ``_id``-ordered pass misses
+documents inserted (or changed to match the filter) behind its cursor, so it
+is followed by catch-up passes over the filter from the start, until a pass
+finds nothing or ``catchup_passes`` passes ran; the stamps keep any document
+from being updated twice. What still matches after the last pass is counted
+and logged, not transformed.
+
+When every pass is done, the stamps are removed (``$unset``), then the
+checkpoint says ``done``; a kill during that cleanup just repeats it.
+Multi-document transactions are deliberately not used: they need a replica
+set, are bounded in time (60 s) and size, and the stamp gives the same
+guarantee everywhere.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from convoy.engines.mongo.documents import (
 )
 from convoy.engines.mongo.errors import UnknownCollection
 from convoy.engines.mongo.locks import MongoLock, utcnow
+from convoy.engines.mongo.undo import UndoLog, unchanged_since_read
 from convoy.observe.progress import Progress
 from convoy.policy.models import MongoDatastore, MongoTransform
 
@@ -156,6 +165,17 @@ class TransformRunner:
             f"{self.partition_id}"
         )
         self.label = f"{ctx.datastore.name}/{spec.name}" + (f" {partition.id}" if partition else "")
+        self.undo = UndoLog(
+            db,
+            cfg,
+            ctx,
+            transform=spec.name,
+            collection=spec.collection,
+            key=spec.key,
+            marker=spec.marker,
+            update=spec.update,
+            partition=self.partition_id,
+        )
 
     def _query(self, last: Any) -> Doc:
         clauses: list[Doc] = [self.spec.filter, {self.spec.marker: {"$exists": False}}]
@@ -230,6 +250,84 @@ class TransformRunner:
         if self.fault is not None:
             self.fault(point, {"transform": self.spec.name, **details})
 
+    def _passes(
+        self, lock: MongoLock, progress: Progress, done: int, batches: int, last: Any, pass_no: int
+    ) -> tuple[int, int, Any]:
+        """The ``_id``-ordered pass, then catch-up passes; returns (docs done, batches, last id)."""
+        cfg = self.cfg
+        progress.set_total(done + self.coll.count_documents(self._query(last)))
+        state = {"state": "running", "docs_done": done, "batches": batches}
+        self._save({**state, "last_id": last, "pass": pass_no})
+        found_in_pass = last is not None
+        while True:
+            lock.check()
+            docs = list(
+                self.coll.find(self._query(last)).sort("_id", 1).limit(self.spec.batch_size)
+            )
+            if not docs:
+                if pass_no > cfg.catchup_passes or (pass_no > 1 and not found_in_pass):
+                    break
+                pass_no += 1
+                last = None
+                found_in_pass = False
+                continue
+            found_in_pass = True
+            batch = batches + 1
+            ids = [d["_id"] for d in docs]
+            self._hook("transform.before_write", batch=batch, ids=len(ids), pass_no=pass_no)
+            self.undo.record_before(docs, batch)
+            self._hook("transform.after_images", batch=batch)
+            stamp = {"run": self.ctx.run_id, "batch": batch}
+            update = stamp_update(
+                self.spec.update, self.spec.marker, stamp, self.undo.stamp_after()
+            )
+            unstamped = {self.spec.marker: {"$exists": False}}
+            result = self.coll.bulk_write(
+                [
+                    UpdateMany(
+                        {"$and": [unchanged_since_read(d), self.spec.filter, unstamped]}, update
+                    )
+                    for d in docs
+                ],
+                ordered=False,
+            )
+            self._hook("transform.after_update", batch=batch, matched=result.matched_count)
+            changed = self.undo.record_after(self.coll, ids, batch)
+            self._hook("transform.after_write", batch=batch, matched=changed)
+            done += changed
+            batches = batch
+            last = ids[-1]
+            self._save(
+                {
+                    "state": "running",
+                    "docs_done": done,
+                    "batches": batches,
+                    "last_id": last,
+                    "pass": pass_no,
+                }
+            )
+            if progress.total is not None and progress.done + changed > progress.total:
+                progress.set_total(progress.done + changed)
+            progress.advance(changed)
+        remaining = 0
+        if found_in_pass or pass_no == 1:
+            remaining = self.coll.count_documents(self._query(None))
+        if remaining:
+            self.ctx.log(
+                f"{self.label}: {remaining} documents written while the transform ran still "
+                f"match its filter after {pass_no - 1} catch-up passes; they are not transformed"
+            )
+        self._save(
+            {
+                "state": "stripping",
+                "docs_done": done,
+                "batches": batches,
+                "passes": pass_no,
+                "remaining": remaining,
+            }
+        )
+        return done, batches, last
+
     def run(self, lock: MongoLock) -> TransformResult:
         require_collection(self.db, self.ctx, self.spec)
         t0 = time.monotonic()
@@ -248,22 +346,16 @@ class TransformRunner:
                 finished=True,
                 elapsed=time.monotonic() - t0,
             )
+        self.undo.ensure()
         if cp and cp.get("state") != "stripping":
-            lost = self.coll.count_documents(
-                {
-                    "$and": [
-                        range_filter(self.partition),
-                        {self.spec.marker: {"$exists": True}},
-                        {"_id": {"$gt": last}} if last is not None else {},
-                    ]
-                }
-            )
+            lost = self.undo.recover(self.coll, range_filter(self.partition), batches)
             if lost:
                 self.ctx.log(
                     f"{self.label}: {lost} documents were updated by a batch whose checkpoint "
                     "was lost; they are stamped and will not be updated again"
                 )
                 done += lost
+                batches += 1  # the lost batch keeps its number in the stamps and the undo log
             self.ctx.log(f"{self.label}: resuming after {encode_value(last)} ({done} docs done)")
         progress = Progress(
             None,
@@ -275,42 +367,8 @@ class TransformRunner:
             sink=self.ctx.progress,
         )
         if cp.get("state") != "stripping":
-            progress.set_total(done + self.coll.count_documents(self._query(last)))
-            self._save({"state": "running", "docs_done": done, "batches": batches, "last_id": last})
-            while True:
-                lock.check()
-                ids = [
-                    d["_id"]
-                    for d in self.coll.find(self._query(last), {"_id": 1})
-                    .sort("_id", 1)
-                    .limit(self.spec.batch_size)
-                ]
-                if not ids:
-                    break
-                batch = batches + 1
-                self._hook("transform.before_write", batch=batch, ids=len(ids))
-                write = {
-                    "$and": [
-                        {"_id": {"$in": ids}},
-                        self.spec.filter,
-                        {self.spec.marker: {"$exists": False}},
-                    ]
-                }
-                stamp = {"run": self.ctx.run_id, "batch": batch}
-                result = self.coll.bulk_write(
-                    [UpdateMany(write, stamp_update(self.spec.update, self.spec.marker, stamp))],
-                    ordered=True,
-                )
-                self._hook("transform.after_write", batch=batch, matched=result.matched_count)
-                done += result.matched_count
-                batches = batch
-                last = ids[-1]
-                self._save(
-                    {"state": "running", "docs_done": done, "batches": batches, "last_id": last}
-                )
-                progress.advance(result.matched_count)
-            self._save(
-                {"state": "stripping", "docs_done": done, "batches": batches, "last_id": last}
+            done, batches, last = self._passes(
+                lock, progress, done, batches, last, int(cp.get("pass", 1))
             )
         self._hook("transform.before_strip")
         lock.check()
