@@ -132,13 +132,17 @@ def _has_trigger(conn: Conn, table: TableName, name: str) -> bool:
 
 def capturing(conn: Conn, ctx: RunContext, table: TableName) -> bool:
     """Whether the application's writes to ``table`` are still being captured."""
-    return _has_trigger(conn, table, trigger_names(ctx)[0])
+    exists = conn.execute("SELECT to_regclass(%s)", [table.ident.as_string(conn)]).fetchone()
+    return bool(exists and exists[0]) and _has_trigger(conn, table, trigger_names(ctx)[0])
 
 
 def writes_after(
-    conn: Conn, cfg: PostgresConfig, ctx: RunContext, table: TableName, snapshot: str
+    conn: Conn, cfg: PostgresConfig, ctx: RunContext, table: TableName, snapshot: str | None
 ) -> int:
-    """Application writes to ``table`` that the copy taken in ``snapshot`` does not hold."""
+    """Application writes to ``table`` that the copy taken in ``snapshot`` does not hold.
+
+    ``snapshot=None``: every captured write (a table the run created has no copy).
+    """
     exists = conn.execute(
         "SELECT to_regclass(%s) IS NOT NULL",
         [sql.Identifier(cfg.backup_schema, audit_table(ctx)).as_string(conn)],
@@ -148,9 +152,9 @@ def writes_after(
     row = conn.execute(
         sql.SQL(
             "SELECT count(*) FROM {} WHERE source_schema = %s AND source_table = %s"
-            " AND NOT pg_visible_in_snapshot(xid, %s::pg_snapshot)"
+            " AND (%s::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(xid, %s::pg_snapshot))"
         ).format(sql.Identifier(cfg.backup_schema, audit_table(ctx))),
-        [table.schema, table.name, snapshot],
+        [table.schema, table.name, snapshot, snapshot],
     ).fetchone()
     return int(row[0]) if row else 0
 

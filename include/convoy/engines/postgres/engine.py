@@ -168,8 +168,24 @@ class PostgresEngine:
             if dry_run:
                 runs = migrate_mod.dry_run(conn, self.config, ctx, status.pending)
             else:
-                runs = migrate_mod.apply(conn, self.config, ctx, status.pending)
+                runs = migrate_mod.apply(
+                    conn,
+                    self.config,
+                    ctx,
+                    status.pending,
+                    after_each=lambda: self._capture_created(conn, ctx),
+                )
             return MigrateResult(ds.name, dry_run, tuple(runs), pending, status.already_applied)
+
+    def _capture_created(self, conn: Conn, ctx: RunContext) -> None:
+        """Capture the application's writes to tables this run created (a revert drops them)."""
+        created = [
+            r.source
+            for r in backup_mod.manifest(conn, self.config, ctx)
+            if not r.existed and backup_mod.resolve(conn, r.source)[1] is not None
+        ]
+        if created:
+            audit_mod.install(conn, self.config, ctx, created)
 
     def partitions(
         self, ctx: RunContext, transform_name: str, max_partitions: int
@@ -220,7 +236,11 @@ class PostgresEngine:
         """
         with self._session(ctx, "complete") as conn, self._lock(conn, ctx):
             done = undo_mod.drop_triggers(conn, self.config, ctx)
-            captured = [r.source for r in backup_mod.manifest(conn, self.config, ctx) if r.existed]
+            captured = [
+                r.source
+                for r in backup_mod.manifest(conn, self.config, ctx)
+                if audit_mod.capturing(conn, ctx, r.source)
+            ]
             audit_mod.remove(conn, self.config, ctx, captured)
         if done or captured:
             ctx.log(

@@ -10,6 +10,7 @@ if it fails, its failed row blocks further migrations until repaired.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,8 +165,13 @@ def run_autocommit(conn: Conn, cfg: PostgresConfig, ctx: RunContext, f: Migratio
 
 
 def apply(
-    conn: Conn, cfg: PostgresConfig, ctx: RunContext, pending: tuple[MigrationFile, ...]
+    conn: Conn,
+    cfg: PostgresConfig,
+    ctx: RunContext,
+    pending: tuple[MigrationFile, ...],
+    after_each: Callable[[], None] | None = None,
 ) -> list[MigrationRun]:
+    """Apply ``pending`` in order; ``after_each`` runs after every applied file."""
     runs: list[MigrationRun] = []
     progress = stage_progress(
         ctx, "migrate", len(pending), unit="migrations", interval_s=cfg.progress_interval_s
@@ -180,6 +186,8 @@ def apply(
                 version_text(f.version), f.description, f.checksum, not no_tx, ms, "applied"
             )
         )
+        if after_each is not None:
+            after_each()
         progress.advance()
     progress.finish()
     return runs

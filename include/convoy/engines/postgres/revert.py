@@ -215,7 +215,7 @@ def restore_snapshot(
         # writers wait from here to the commit; a write that slipped in since the
         # caller's check is seen now, and the restore is called off
         for r in rows:
-            if r.existed and resolve(conn, r.source)[1] is not None:
+            if resolve(conn, r.source)[1] is not None:
                 conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(r.source.ident))
         late = _restore_refusals(conn, cfg, ctx, rows)
         if late:
@@ -321,6 +321,11 @@ def _mark_restored(conn: Conn, cfg: PostgresConfig, rows: list[ManifestRow]) -> 
     )
 
 
+def _has_rows(conn: Conn, table: TableName) -> bool:
+    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table.ident)).fetchone()
+    return bool(row and row[0])
+
+
 class _WritesDuringRestore(Exception):
     """The application wrote between the check and the restore's locks."""
 
@@ -336,6 +341,19 @@ def _restore_refusals(
     refused: list[tuple[ManifestRow, str]] = []
     for r in rows:
         if not r.existed:
+            # created by the run: a restore drops it, with whatever the application put in it
+            if resolve(conn, r.source)[1] is None:
+                continue
+            if audit.capturing(conn, ctx, r.source):
+                n = audit.writes_after(conn, cfg, ctx, r.source, None)
+                if n:
+                    refused.append(
+                        (r, f"the application wrote {n} rows to it since the run created it")
+                    )
+            elif _has_rows(conn, r.source):
+                refused.append(
+                    (r, "it was created by the run and holds rows whose origin is unknown")
+                )
             continue
         if r.snapshot is None:
             refused.append((r, "its backup predates write capture"))
@@ -480,7 +498,7 @@ def revert(
                 f"{backups[0].mode} backup" + (f"; dropped {', '.join(dropped)}" if dropped else "")
             )
     # capture ends with the revert: what it recorded stays in the audit table
-    audit.remove(conn, cfg, ctx, [r.source for r in all_backups if r.existed])
+    audit.remove(conn, cfg, ctx, [r.source for r in all_backups])
     progress.finish()
     result = RevertResult(
         ctx.datastore.name,

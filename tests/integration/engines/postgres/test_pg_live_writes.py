@@ -193,7 +193,7 @@ def test_completed_run_leaves_no_trigger_and_can_still_be_reverted(pg: PgDb) -> 
     removed = engine.complete(ctx)
     assert len(removed) == 2
     assert pg.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'convoy%'") == 0
-    assert engine.complete(ctx) == ["write capture on public.orders"]  # idempotent
+    assert engine.complete(ctx) == []  # idempotent
     pg.execute("INSERT INTO orders (id, amount) VALUES (100001, 4)")  # not transformed now
     result = engine.revert(ctx)
     assert result.rows_restored == ROWS
@@ -261,3 +261,37 @@ def test_writes_after_the_snapshot_are_captured_not_those_before(pg: PgDb) -> No
             conn, engine.config, ctx, TableName("public", "orders"), row.snapshot
         )
     assert n == 2
+
+
+def test_table_created_by_the_run_is_not_dropped_over_application_rows(pg: PgDb) -> None:
+    pg.execute(SCHEMA)
+    pg.write_migrations({"V1__notes.sql": "CREATE TABLE notes (id int PRIMARY KEY, body text);\n"})
+    ds = pg.datastore(backup="snapshot")
+    engine, ctx = pg.engine(), pg.ctx(ds)
+    engine.backup(ctx)
+    engine.migrate(ctx)
+    pg.execute("INSERT INTO notes VALUES (1, 'written by the new application')")
+    with pytest.raises(RevertIncomplete) as err:
+        engine.revert(ctx)
+    [line] = err.value.refused
+    assert "public.notes not restored: the application wrote 1 rows to it" in line
+    assert pg.execute("SELECT body FROM notes") == [("written by the new application",)]
+
+
+def test_table_created_by_the_run_is_dropped_when_the_application_left_it_alone(
+    pg: PgDb,
+) -> None:
+    pg.execute(SCHEMA)
+    before = pg.state()
+    pg.write_migrations(
+        {
+            "V1__notes.sql": "CREATE TABLE notes (id int PRIMARY KEY);\nINSERT INTO notes VALUES (1);\n"
+        }
+    )
+    ds = pg.datastore(backup="snapshot")
+    engine, ctx = pg.engine(), pg.ctx(ds)
+    engine.backup(ctx)
+    engine.migrate(ctx)
+    result = engine.revert(ctx)
+    assert result.dropped_tables == ("public.notes",)
+    assert pg.state() == before
