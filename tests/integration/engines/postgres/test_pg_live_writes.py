@@ -285,7 +285,8 @@ def test_table_created_by_the_run_is_dropped_when_the_application_left_it_alone(
     before = pg.state()
     pg.write_migrations(
         {
-            "V1__notes.sql": "CREATE TABLE notes (id int PRIMARY KEY);\nINSERT INTO notes VALUES (1);\n"
+            "V1__notes.sql": "CREATE TABLE notes (id int PRIMARY KEY);\n"
+            "INSERT INTO notes VALUES (1);\n"
         }
     )
     ds = pg.datastore(backup="snapshot")
