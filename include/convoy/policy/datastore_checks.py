@@ -57,7 +57,7 @@ def check_datastores(
             _check_postgres(reporter, path, ds)
         else:
             _identifier(reporter, (*path, "database"), ds.get("database"), "database")
-        _check_transforms(reporter, path, ds, kind, automatic, backup)
+        _check_transforms(reporter, path, ds, kind)
         _check_validation(reporter, path, ds, kind, known_expectations)
     return migrations
 
@@ -140,14 +140,7 @@ def _check_migrations(
     return files
 
 
-def _check_transforms(
-    reporter: Reporter,
-    path: FieldPath,
-    ds: dict[str, Any],
-    kind: str,
-    automatic: bool,
-    backup: Any,
-) -> None:
+def _check_transforms(reporter: Reporter, path: FieldPath, ds: dict[str, Any], kind: str) -> None:
     seen: dict[str, int] = {}
     for t_path, transform in mappings((*path, "transforms"), ds.get("transforms")):
         name = transform.get("name")
@@ -160,12 +153,6 @@ def _check_transforms(
                 )
             else:
                 seen[name] = reporter.doc.value_mark((*t_path, "name")).line
-            if automatic and backup == "none":
-                reporter.error(
-                    t_path,
-                    f"rollback.automatic is true but transform '{name}' cannot be undone and "
-                    "backup is 'none'; set backup: snapshot or rollback.automatic: false",
-                )
         batch = transform.get("batchSize")
         if isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch < 100:
             reporter.warning(
@@ -194,6 +181,13 @@ def _check_sql_transform(reporter: Reporter, path: FieldPath, transform: dict[st
         message = names.identifier(column, "column")
         if message:
             reporter.error(column_path, message, at_key=True)
+        elif column == transform.get("key"):
+            reporter.error(
+                column_path,
+                f"'{column}' is the transform's key and cannot be set (rows are found again "
+                "by it to revert them)",
+                at_key=True,
+            )
         if isinstance(expression, str):
             check_templates(reporter, column_path, expression, allowed=False)
 
