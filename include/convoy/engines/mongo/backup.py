@@ -317,7 +317,7 @@ def restore_refusal(db: Database[Doc], row: Doc) -> str | None:
     added, changed, gone = differences(db, source, str(row["backup"]) if row["existed"] else None)
     what = "its snapshot" if row["existed"] else "the run's start (it did not exist)"
     return (
-        f"{source!r} was written by others during the run ({why}); "
+        f"written by others during the run ({why}); "
         f"{added + changed + gone} documents differ from {what} "
         f"({added} not in it, {changed} changed, {gone} deleted)"
     )

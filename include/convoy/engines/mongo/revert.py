@@ -196,7 +196,7 @@ def _refusal(
     """What was not reverted, why, and how to finish by hand."""
     version = str(step.version)
     f = next((f for f in files if f.version_text == version), None)
-    where = f.name if f is not None else f"migration {version}"
+    where = f.path.name if f is not None else f"migration {version}"
     lines = []
     for c, why in problems:
         row = rows[c]
@@ -214,9 +214,10 @@ def _refusal(
         )
     if older:
         versions = ", ".join(str(s.version) for s in older)
+        which = f"migrations {versions} are" if len(older) > 1 else f"migration {versions} is"
         lines.append(
-            f"migrations {versions} not reverted either: they are older than {version}, "
-            "whose changes are still in place"
+            f"{which} not reverted either: older than {version}, whose changes are still "
+            "in place; the revert after finishing it reverts them"
         )
     return lines
 

@@ -155,7 +155,7 @@ def tracking(update: Doc | list[Doc]) -> Tracking:
         "." not in str(path) for spec in update.values() for path in spec
     )
     if literal:
-        planned = dict(update.get("$set", {}))
+        planned = {k: v for k, v in update.get("$set", {}).items() if k != "_id"}
         absent = tuple(sorted(set(update.get("$unset", {})) - set(planned)))
         return Tracking(fields, "static", planned, absent)
     return Tracking(fields, "read")
@@ -313,7 +313,7 @@ class UndoLog:
         """Log the after-values of the batch's updated documents; returns how many were updated.
 
         Entries of documents the update skipped (changed since they were read)
-        are dropped: the next pass logs them again.
+        are dropped: the next pass logs them again if they still match.
         """
         rows = list(
             target.find(
@@ -332,9 +332,14 @@ class UndoLog:
         if ops:
             self.coll.bulk_write(ops, ordered=False)
         updated = {canonical({"v": r["_id"]}) for r in rows}
-        skipped = [self.entry_id(i) for i in ids if canonical({"v": i}) not in updated]
-        if skipped:
-            self.coll.delete_many({"_id": {"$in": skipped}, "state": "pending", "seq": batch})
+        rest = [i for i in ids if canonical({"v": i}) not in updated]
+        if rest:
+            # Still there but not stamped: changed by others since read, so not updated.
+            # A deleted one keeps its entry (revert counts it as gone).
+            present = [d["_id"] for d in target.find({"_id": {"$in": rest}}, {"_id": 1})]
+            skipped = [self.entry_id(i) for i in present]
+            if skipped:
+                self.coll.delete_many({"_id": {"$in": skipped}, "state": "pending", "seq": batch})
         return len(rows)
 
     def recover(self, target: Collection[Doc], scope: Doc, batches: int) -> int:
@@ -435,10 +440,10 @@ def _decide(entry: Mapping[str, Any], doc: Doc | None, prefix: str) -> _Decision
         and stamp.get("run") == entry["_id"]["run"]
         and stamp.get("batch") == entry.get("seq")
     )
-    if after is None and entry["state"] == "pending" and not ours:
-        return _Decision("skipped", "convoy's update did not change the document")
     if doc is None:
         return _Decision("gone", "deleted by others")
+    if after is None and entry["state"] == "pending" and not ours:
+        return _Decision("skipped", "convoy's update did not change the document")
     if after is None and ours:
         if entry.get("capture") == "stamp" and isinstance(stamp, Mapping):
             raw = stamp.get("after")
