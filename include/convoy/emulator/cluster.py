@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
     from convoy.policy.models import Policy
 
+#: A longer controller period only makes a rollout look hung; time.sleep overflows far beyond it.
+MAX_TICK_SECONDS = 3600.0
 TOKEN = "convoy-emulator-token"  # noqa: S105 - a fixed token for a local fake server
 
 
@@ -107,6 +109,10 @@ class EmulatedCluster:
         port: int = 0,
         user: str = "system:serviceaccount:default:convoy-rollout",
     ) -> None:
+        if not 0 < tick_seconds <= MAX_TICK_SECONDS:  # False for NaN too
+            raise ValueError(
+                f"tick_seconds must be in (0, {MAX_TICK_SECONDS:g}], not {tick_seconds}"
+            )
         self.tick_seconds = tick_seconds
         self.user = user
         self.store = Store()
@@ -120,6 +126,8 @@ class EmulatedCluster:
         self._errors: list[int] = []
         #: (verb, resource, name or None for every object) -> requests still let through.
         self._forbidden: dict[tuple[str, str, str | None], int] = {}
+        #: Why the controller stopped, when it stopped on an error: workloads no longer move.
+        self.controller_error: BaseException | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -448,13 +456,24 @@ class EmulatedCluster:
 
     # ------------------------------------------------------------ controller
 
+    @property
+    def controller_alive(self) -> bool:
+        """Whether the simulated controller still moves workloads."""
+        return self.controller_error is None and any(
+            t.name == "emulator-controller" and t.is_alive() for t in self._threads
+        )
+
     def _controller_loop(self) -> None:
-        while not self.stopping:
-            with self.store.cond:
-                now = clock()
-                for key in list(self.store.sim):
-                    tick_workload(self.store, key, now)
-            time.sleep(self.tick_seconds)
+        try:
+            while not self.stopping:
+                with self.store.cond:
+                    now = clock()
+                    for key in list(self.store.sim):
+                        tick_workload(self.store, key, now)
+                time.sleep(self.tick_seconds)
+        except BaseException as exc:
+            self.controller_error = exc
+            raise
 
 
 def _not_found(resource: str, name: str) -> ApiError:
