@@ -15,18 +15,43 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import airflow_home
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Airflow reads its configuration at import time: point it at a private home
-# before any test module imports it.
+# before any test module imports it. Whatever home, config file, metadata DB or
+# connections the caller's environment names (``make`` exports the demo's
+# ``AIRFLOW_HOME=.airflow``) is dropped, not merely defaulted: the suite must
+# neither see the demo's pools and runs nor write its own runs into them.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="convoy-airflow-"))
-os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+CALLER_AIRFLOW = airflow_home.isolate(os.environ, _AIRFLOW_HOME)
+_CALLER_BEFORE = airflow_home.watch(CALLER_AIRFLOW.watched)
+os.environ["CONVOY_RUNS_DIR"] = str(_AIRFLOW_HOME / "convoy-runs")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("NO_COLOR", "1")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if anything under the caller's Airflow home (or DB, config) changed."""
+    changed = airflow_home.changes(_CALLER_BEFORE, airflow_home.watch(CALLER_AIRFLOW.watched))
+    if not changed:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [
+        "the test suite changed the caller's Airflow state (it must use only its own "
+        f"AIRFLOW_HOME {_AIRFLOW_HOME}); or another process wrote there meanwhile:",
+        *(f"  {line}" for line in changed[:50]),
+    ]
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        else:
+            print(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
