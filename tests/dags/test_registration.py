@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,3 +118,27 @@ def test_every_dag_serializes(
     for dag in bag.dags.values():
         data = DagSerialization.to_dict(dag)
         assert data["dag"]["dag_id"] == dag.dag_id
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_alias_bomb_and_fifo_get_placeholders_and_do_not_stall_the_others(
+    load_dagbag: Callable[..., Any], write_policy: Callable[..., Path]
+) -> None:
+    # The DAG processor loads every policy within its import timeout: one hostile
+    # file must neither block it (FIFO) nor exhaust it (alias bomb).
+    lines = ["apiVersion: convoy/v1", "kind: UpgradePolicy", "metadata: {name: bomb}"]
+    lines.append("l0: &l0 [" + ", ".join(["lol"] * 8) + "]")
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 8) + "]" for i in range(1, 10)]
+    bomb = write_policy("b-bomb.yaml", "\n".join(lines) + "\n")
+    os.mkfifo(bomb.parent / "c-fifo.yaml")
+    write_policy("a-alpha.yaml", policy_dict("alpha"))
+    write_policy("z-zeta.yaml", policy_dict("zeta"))
+    started = time.monotonic()
+    bag = load_dagbag(bomb.parent)
+    assert time.monotonic() - started < 30
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {"alpha", "zeta", "convoy-invalid-b-bomb", "convoy-invalid-c-fifo"}
+    bomb_message = bag.dags["convoy-invalid-b-bomb"].task_dict["policy_error"].op_kwargs["message"]
+    assert bomb_message.startswith(f"{bomb}:8:10: l4[0]: YAML aliases expand to more than")
+    fifo_message = bag.dags["convoy-invalid-c-fifo"].task_dict["policy_error"].op_kwargs["message"]
+    assert "is a FIFO (named pipe), not a regular file" in fifo_message

@@ -19,14 +19,13 @@ import re
 import warnings
 from pathlib import Path
 
-import yaml
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 
 from convoy.airflow import config
 from convoy.airflow.dag_builder import build_dag
-from convoy.policy import PolicyError, discover_policies, load_policy
+from convoy.policy import PolicyError, declared_name, discover_policies, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +43,8 @@ def policies_dir(default: str | Path) -> Path:
 
 
 def _declared_name(path: Path) -> str | None:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        name = data["metadata"]["name"]
-    except Exception:
-        return None
-    return name if isinstance(name, str) and _DAG_ID_OK.match(name) else None
+    name = declared_name(path)
+    return name if name is not None and _DAG_ID_OK.match(name) else None
 
 
 def _fallback_id(path: Path) -> str:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from convoy.policy.checks import check_policy
 from convoy.policy.errors import Diagnostic, PolicyError
+from convoy.policy.files import POLICY_MAX_BYTES, FileRefused, is_inside, read_regular, real_dir
 from convoy.policy.migrations import MigrationFile
 from convoy.policy.models import Policy
 from convoy.policy.source import Document, parse_yaml
@@ -78,7 +79,9 @@ def _load(
             ]
         )
     policy = _validate(doc, file, diagnostics)
-    result = check_policy(doc, file, p.parent, known_expectations=known_expectations)
+    # Relative paths resolve against the directory that really holds the file,
+    # as they do at run time; nothing they name may leave it.
+    result = check_policy(doc, file, real_dir(p).parent, known_expectations=known_expectations)
     diagnostics.extend(result.diagnostics)
     if policy is None or any(d.severity == "error" for d in diagnostics):
         raise PolicyError(diagnostics)
@@ -92,15 +95,39 @@ def _load(
 
 
 def discover_policies(directory: str | Path) -> list[Path]:
-    """Policy files of ``directory``, sorted; ``_``/``.`` prefixed files are drafts/hidden."""
+    """Policy files of ``directory``, sorted; ``_``/``.`` prefixed files are drafts/hidden.
+
+    Everything named like a policy except a directory is listed, FIFOs and
+    dangling links included, so that loading it reports why it is refused
+    instead of the file silently going missing.
+    """
     d = Path(directory)
     if not d.is_dir():
         return []
     return sorted(
         p
         for p in d.iterdir()
-        if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith(("_", "."))
+        if p.suffix in (".yaml", ".yml") and not p.name.startswith(("_", ".")) and not p.is_dir()
     )
+
+
+def declared_name(path: str | Path) -> str | None:
+    """``metadata.name`` of a policy file that may be invalid, read under the loader's limits.
+
+    For naming the placeholder of a broken policy: never raises, never blocks
+    on a special file and never expands an alias bomb.
+    """
+    p = Path(path)
+    try:
+        raw = _read(p, str(p))
+        doc, _ = parse_yaml(_decode(raw, str(p)), str(p))
+    except (PolicyError, RecursionError):
+        return None
+    if doc is None or not isinstance(doc.data, dict):
+        return None
+    metadata = doc.data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _validate(doc: Document, file: str, diagnostics: list[Diagnostic]) -> Policy | None:
@@ -113,15 +140,22 @@ def _validate(doc: Document, file: str, diagnostics: list[Diagnostic]) -> Policy
 
 
 def _read(p: Path, file: str) -> bytes:
+    if p.is_dir():
+        raise PolicyError([Diagnostic(file, 1, 1, "", "is a directory, not a policy file")])
+    if p.is_symlink() and not is_inside(p, real_dir(p.parent)):
+        # The DAG processor loads every file of the policies directory and shows
+        # what it finds wrong in them: a link must not make it read other files.
+        raise PolicyError([Diagnostic(file, 1, 1, "", _OUTSIDE)])
     try:
-        if p.is_dir():
-            raise PolicyError([Diagnostic(file, 1, 1, "", "is a directory, not a policy file")])
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise PolicyError([Diagnostic(file, 1, 1, "", "file not found")]) from None
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise PolicyError([Diagnostic(file, 1, 1, "", f"cannot read file: {reason}")]) from None
+        return read_regular(p, POLICY_MAX_BYTES, "policy file")
+    except FileRefused as exc:
+        raise PolicyError([Diagnostic(file, 1, 1, "", str(exc))]) from None
+
+
+_OUTSIDE = (
+    "is a symbolic link to a file outside its directory; convoy reads a policy only "
+    "from the directory that lists it (copy or move the file there)"
+)
 
 
 def _decode(raw: bytes, file: str) -> str:

@@ -2,15 +2,22 @@
 
 PyYAML's composer keeps the start mark of every node; constructing the data
 from the same node graph lets us map any field path back to the file.
+
+Nodes are counted from the parser's events before anything is composed or
+expanded: a few lines of nested anchors ("billion laughs") expand to billions
+of nodes, so a document that would bring more than :data:`ALIAS_BUDGET` nodes
+in through aliases is refused, as go-yaml has done since CVE-2019-11253, and
+so is one of more than :data:`NODE_BUDGET` nodes in all (each node costs the
+DAG processor time and memory several times over).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -24,6 +31,13 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 # import timeout, so use it whenever PyYAML was built with it.
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PLAIN_KEY = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$-]*$")
+#: Most nodes a document may bring in through aliases (each alias counts the
+#: whole subtree it repeats). Policies that share a block between services
+#: stay far below it; an alias bomb passes it within its first few levels.
+ALIAS_BUDGET = 10_000
+#: Most nodes a document may have, aliases expanded. A policy of a few hundred
+#: services has a few thousand.
+NODE_BUDGET = 20_000
 
 
 @dataclass(frozen=True)
@@ -78,7 +92,14 @@ def render_path(path: Iterable[PathElem]) -> str:
     return out
 
 
-def _mark(mark: yaml.Mark | None) -> Mark:
+class _Position(Protocol):
+    """A PyYAML mark, from the pure-Python or the libyaml parser (0-based)."""
+
+    line: int
+    column: int
+
+
+def _mark(mark: _Position | None) -> Mark:
     if mark is None:
         return START
     return Mark(mark.line + 1, mark.column + 1)
@@ -97,7 +118,8 @@ class _Walker:
 
     def walk(self, node: yaml.Node, path: FieldPath) -> None:
         self.values[path] = _mark(node.start_mark)
-        # A recursive alias would otherwise walk forever; pydantic rejects it later.
+        # Recursive aliases are refused before this walk (_over_budget); this guard
+        # keeps the walk finite should one ever get through.
         if id(node) in self._active:
             return
         self._active.add(id(node))
@@ -160,6 +182,9 @@ class _Walker:
 
 def parse_yaml(text: str, file: str) -> tuple[Document | None, list[Diagnostic]]:
     """Parse one YAML document; syntax errors come back as diagnostics, never raised."""
+    too_big = _over_budget(text, file)
+    if too_big is not None:
+        return None, [too_big]
     doc, problems = _parse(_Loader, text, file)
     if doc is None and _Loader is not yaml.SafeLoader:
         # PyYAML's own parser words syntax errors better than libyaml and keeps
@@ -192,6 +217,137 @@ def _parse(
     finally:
         loader.dispose()
     return Document(data, walker.values, walker.keys), walker.problems
+
+
+@dataclass
+class _Frame:
+    """An open collection while counting aliases: where it is and what it has seen."""
+
+    mapping: bool
+    anchor: str | None
+    start: int
+    mark: Mark
+    awaiting_key: bool = True
+    key: PathElem = ""
+    index: int = 0
+
+
+def _over_budget(text: str, file: str) -> Diagnostic | None:
+    """A diagnostic when the document passes a node budget, found from parser events alone."""
+    try:
+        return _count_nodes(yaml.parse(text, _Loader), file)
+    except yaml.YAMLError:
+        return None  # _parse reports it, worded as usual
+
+
+def _count_nodes(events: Iterator[yaml.Event], file: str) -> Diagnostic | None:
+    sizes: dict[str, tuple[int, Mark]] = {}  # anchor -> expanded size, where it is defined
+    frames: list[_Frame] = []
+    trail: list[PathElem] = []
+    open_anchors: dict[str, Mark] = {}  # anchors of the collections still open
+    expanded = 0  # nodes of the document with every alias expanded, so far
+    through = 0  # of those, nodes brought in by aliases
+    for event in events:
+        if isinstance(event, yaml.DocumentStartEvent):
+            sizes.clear()
+        elif isinstance(event, yaml.CollectionEndEvent):
+            frame = frames.pop()
+            if frames:
+                trail.pop()
+            if frame.anchor is not None:
+                sizes[frame.anchor] = (expanded - frame.start, frame.mark)
+                open_anchors.pop(frame.anchor, None)
+        elif isinstance(event, yaml.NodeEvent):
+            elem = _place(frames, event)
+            if isinstance(event, yaml.AliasEvent):
+                path = (*trail, elem) if elem is not None else tuple(trail)
+                if event.anchor in open_anchors:
+                    # A node containing itself: no policy value is recursive, and
+                    # walking such a graph can take exponential time.
+                    return _recursive_diagnostic(file, event, path, open_anchors[event.anchor])
+                size, defined = sizes.get(str(event.anchor), (0, START))
+                expanded += size
+                through += size
+                if through > ALIAS_BUDGET:
+                    return _bomb_diagnostic(file, event, path, size, defined)
+                if expanded > NODE_BUDGET:
+                    return _size_diagnostic(file, event, path)
+                continue
+            expanded += 1
+            if expanded > NODE_BUDGET:
+                return _size_diagnostic(file, event, (*trail, elem) if elem is not None else ())
+            anchor = None if event.anchor is None else str(event.anchor)
+            mark = _mark(event.start_mark)
+            if isinstance(event, yaml.CollectionStartEvent):
+                if frames:
+                    trail.append("?" if elem is None else elem)
+                is_mapping = isinstance(event, yaml.MappingStartEvent)
+                frames.append(_Frame(is_mapping, anchor, expanded - 1, mark))
+                if anchor is not None:
+                    open_anchors[anchor] = mark
+            elif anchor is not None:
+                sizes[anchor] = (1, mark)
+    return None
+
+
+def _place(frames: list[_Frame], event: yaml.NodeEvent) -> PathElem | None:
+    """The path element of a node in its parent; None for a mapping key or the root."""
+    if not frames:
+        return None
+    frame = frames[-1]
+    if not frame.mapping:
+        frame.index += 1
+        return frame.index - 1
+    if frame.awaiting_key:
+        frame.awaiting_key = False
+        value = getattr(event, "value", None)
+        frame.key = value if isinstance(value, str) else "?"
+        return None
+    frame.awaiting_key = True
+    return frame.key
+
+
+def _bomb_diagnostic(
+    file: str, event: yaml.Event, path: FieldPath, size: int, defined: Mark
+) -> Diagnostic:
+    mark = _mark(event.start_mark)
+    anchor = getattr(event, "anchor", "")
+    return Diagnostic(
+        file,
+        mark.line,
+        mark.column,
+        render_path(path),
+        f"YAML aliases expand to more than {ALIAS_BUDGET} nodes ('*{anchor}' alone repeats "
+        f"{size}, anchored at line {defined.line}); refused without expanding them: "
+        "write the repeated values out or share fewer, smaller anchors",
+    )
+
+
+def _size_diagnostic(file: str, event: yaml.Event, path: FieldPath) -> Diagnostic:
+    mark = _mark(event.start_mark)
+    return Diagnostic(
+        file,
+        mark.line,
+        mark.column,
+        render_path(path),
+        f"the document has more than {NODE_BUDGET} YAML nodes (values, keys, lists and "
+        "mappings); a policy needs far fewer: split it into several policies",
+    )
+
+
+def _recursive_diagnostic(
+    file: str, event: yaml.Event, path: FieldPath, defined: Mark
+) -> Diagnostic:
+    mark = _mark(event.start_mark)
+    anchor = getattr(event, "anchor", "")
+    return Diagnostic(
+        file,
+        mark.line,
+        mark.column,
+        render_path(path),
+        f"recursive YAML alias: '*{anchor}' is inside the node it names "
+        f"(anchored at line {defined.line}); a policy value cannot contain itself",
+    )
 
 
 _EMPTY = (

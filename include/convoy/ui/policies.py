@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from convoy.plan import PlanError, build_plan
-from convoy.policy import Diagnostic, PolicyError, discover_policies, load_policy
+from convoy.policy import Diagnostic, PolicyError, declared_name, discover_policies, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +159,7 @@ def _views(
 def placeholder_dag_id(path: Path) -> str:
     """The DAG id an invalid policy is registered under: its readable ``metadata.name``,
     else ``convoy-invalid-<file stem>`` (as ``convoy.airflow.registry`` names it)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        name = data["metadata"]["name"]
-    except Exception:
-        name = None
-    if isinstance(name, str) and _DAG_ID_OK.match(name):
+    name = declared_name(path)
+    if name is not None and _DAG_ID_OK.match(name):
         return name
     return "convoy-invalid-" + re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem)[:150]

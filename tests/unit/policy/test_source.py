@@ -101,6 +101,10 @@ def test_unparseable_text_gives_one_positioned_diagnostic(text: str, expected: s
     assert str(problems[0]).startswith(expected)
 
 
-def test_recursive_alias_does_not_loop() -> None:
-    doc, _ = parse_yaml("a: &x [*x]\n", "p.yaml")
-    assert doc is not None
+def test_recursive_alias_is_refused() -> None:
+    doc, problems = parse_yaml("a: &x [1, *x]\n", "p.yaml")
+    assert doc is None
+    assert [str(p) for p in problems] == [
+        "p.yaml:1:11: a[1]: recursive YAML alias: '*x' is inside the node it names "
+        "(anchored at line 1); a policy value cannot contain itself"
+    ]
