@@ -345,12 +345,12 @@ def _reverted_steps(task: Any) -> list[str]:
     return [str(apply_id)] if apply_id else []
 
 
-def _sql_tables(directory: Path, versions: set[str], kind: str) -> set[str]:
+def _sql_tables(base_dir: Path, relative: str, versions: set[str], kind: str) -> set[str]:
     """``schema.table`` names the ``kind`` (V or U) files of ``versions`` touch or create."""
     from convoy.engines.postgres.sql import touched_tables
     from convoy.policy.migrations import scan_migrations
 
-    files, _problems = scan_migrations(directory, kind="postgres")
+    files, _problems = scan_migrations(base_dir / relative, kind="postgres", root=base_dir)
     names: set[str] = set()
     for f in files:
         if f.kind == kind and f.version_text in versions:
@@ -376,13 +376,13 @@ def runtime_assets(task: Any, result: Mapping[str, Any]) -> list[Any]:
         entry = _datastore_entry(result)
         applied = set(entry.get("migrationsApplied") or ())
         if ds.migrations and applied:
-            tables |= _sql_tables(base_dir / ds.migrations, applied, "V")
+            tables |= _sql_tables(base_dir, ds.migrations, applied, "V")
     else:
         inner = result.get("result")
         inner = inner if isinstance(inner, Mapping) else {}
         undone = set(_strings(inner.get("undone")))
         if ds.migrations and undone:
-            tables |= _sql_tables(base_dir / ds.migrations, undone, "U")
+            tables |= _sql_tables(base_dir, ds.migrations, undone, "U")
         for key in ("restored_tables", "dropped_tables"):
             tables |= set(_strings(inner.get(key)))
     return [a for t in sorted(tables) if (a := assets._asset(assets.table_uri(ds, t)))]

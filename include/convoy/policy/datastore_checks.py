@@ -9,7 +9,7 @@ from typing import Any
 
 from convoy.policy import names
 from convoy.policy.expectations import check_expectation
-from convoy.policy.migrations import MigrationFile, scan_migrations
+from convoy.policy.migrations import MigrationFile, directory_problem, scan_migrations
 from convoy.policy.mongo_checks import check_mongo_filter, check_mongo_update
 from convoy.policy.rawdata import flag, mapping, mappings, strings
 from convoy.policy.reporter import Reporter
@@ -100,15 +100,13 @@ def _check_migrations(
     if not isinstance(relative, str):
         return None
     field = (*path, "migrations")
-    directory = base_dir / relative
-    if not directory.is_dir():
-        state = "is not a directory" if directory.exists() else "does not exist"
-        reporter.error(
-            field,
-            f"migrations directory '{relative}' {state} (paths are relative to the policy file)",
-        )
+    unusable = directory_problem(base_dir, relative)
+    if unusable is not None:
+        reporter.error(field, unusable)
         return None
-    files, problems = scan_migrations(directory, "mongo" if kind == "mongo" else "postgres")
+    files, problems = scan_migrations(
+        base_dir / relative, "mongo" if kind == "mongo" else "postgres", root=base_dir
+    )
     for problem in problems:
         where = Path(problem.file).name
         reporter.error(field, f"{where}: {problem.message}")

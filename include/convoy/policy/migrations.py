@@ -2,12 +2,18 @@
 
 Pure (reads files, never executes them), so engines can reuse it to compare
 checksums against the migration history in the datastore.
+
+Migration files are sent to a production database, so they must be what was
+reviewed beside the policy: the directory and every file in it must resolve,
+after symbolic links, inside the policy's directory (``root``), and only
+regular files are read.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from convoy.policy.errors import Diagnostic
+from convoy.policy.files import MIGRATION_MAX_BYTES, FileRefused, file_kind, read_regular
 
 MigrationKind = Literal["V", "U"]
 DatastoreKind = Literal["postgres", "mongo"]
@@ -63,15 +70,50 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def directory_problem(base_dir: Path, relative: str) -> str | None:
+    """Why ``migrations: <relative>`` of a policy in ``base_dir`` cannot be used, if it cannot.
+
+    Checked before the directory is looked at, so nothing is said about what
+    lies outside the policy's directory, not even whether it exists.
+    """
+    if not relative.strip():
+        return "must name a directory of migration files, relative to the policy file"
+    if Path(relative).is_absolute():
+        return (
+            f"'{relative}' is an absolute path; write the directory relative to the "
+            "policy file, inside the policy's directory"
+        )
+    root = Path(os.path.realpath(base_dir))
+    if not Path(os.path.normpath(root / relative)).is_relative_to(root):
+        return (
+            f"'{relative}' leads out of the policy's directory; migrations must live "
+            "in the directory of the policy file or below it"
+        )
+    if not _inside(root / relative, root):
+        return (
+            f"'{relative}' leads out of the policy's directory through a symbolic link; "
+            "migrations must live in the directory of the policy file or below it"
+        )
+    directory = root / relative
+    if not directory.is_dir():
+        state = "is not a directory" if directory.exists() else "does not exist"
+        return f"migrations directory '{relative}' {state} (paths are relative to the policy file)"
+    return None
+
+
 def scan_migrations(
-    directory: str | Path, kind: DatastoreKind = "postgres"
+    directory: str | Path, kind: DatastoreKind = "postgres", *, root: str | Path | None = None
 ) -> tuple[tuple[MigrationFile, ...], list[Diagnostic]]:
     """Migration files of ``directory`` ordered by version (V before its U) and problems.
 
     Diagnostics name the offending file in ``Diagnostic.file``; lines point into it
-    when known (Python syntax errors), else 1:1.
+    when known (Python syntax errors), else 1:1. With ``root`` (the policy's
+    directory), the directory and each file must resolve inside it.
     """
     d = Path(directory)
+    real_root = Path(os.path.realpath(root)) if root is not None else None
+    if real_root is not None and not _inside(d, real_root):
+        return (), [_problem(d, "migrations directory is outside the policy's directory")]
     if not d.exists():
         return (), [_problem(d, "migrations directory does not exist")]
     if not d.is_dir():
@@ -81,6 +123,9 @@ def scan_migrations(
     for entry in sorted(d.iterdir()):
         if entry.name.startswith(".") or entry.name in _IGNORED_DIRS:
             continue
+        if real_root is not None and not _inside(entry, real_root):
+            problems.append(_problem(entry, _LINK_OUT))
+            continue
         found, issues = _read_entry(entry, kind)
         problems.extend(issues)
         if found is not None:
@@ -89,9 +134,28 @@ def scan_migrations(
     return _link_undo(files, kind), problems
 
 
+_LINK_OUT = (
+    "is a symbolic link that leads out of the policy's directory; a migration must be "
+    "a file reviewed beside the policy"
+)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(root)
+
+
 def _read_entry(entry: Path, kind: DatastoreKind) -> tuple[MigrationFile | None, list[Diagnostic]]:
-    if entry.is_dir():
+    try:
+        mode = entry.stat().st_mode
+    except FileNotFoundError:
+        return None, [_problem(entry, "is a dangling symbolic link")]
+    except OSError as exc:
+        return None, [_problem(entry, f"cannot read file: {exc.strerror or exc}")]
+    special = file_kind(mode)
+    if special == "a directory":
         return None, [_problem(entry, "unexpected directory among migrations")]
+    if special is not None:
+        return None, [_problem(entry, f"is {special}, not a regular file")]
     match = _PATTERNS[kind].match(entry.name)
     if match is None:
         hint = ""
@@ -99,9 +163,9 @@ def _read_entry(entry: Path, kind: DatastoreKind) -> tuple[MigrationFile | None,
             hint = "; mongo migrations have no undo files, define down(db) in the V file instead"
         return None, [_problem(entry, f"not a migration file; name it {_NAMING[kind]}{hint}")]
     try:
-        content = entry.read_bytes()
-    except OSError as exc:
-        return None, [_problem(entry, f"cannot read file: {exc.strerror or exc}")]
+        content = read_regular(entry, MIGRATION_MAX_BYTES, "migration file")
+    except FileRefused as exc:
+        return None, [_problem(entry, str(exc))]
     has_down = False
     issues: list[Diagnostic] = []
     if kind == "mongo":

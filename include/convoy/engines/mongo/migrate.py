@@ -48,7 +48,7 @@ def load_files(ctx: RunContext) -> tuple[MigrationFile, ...]:
     directory = ctx.migrations_dir
     if directory is None:
         return ()
-    files, problems = scan_migrations(directory, "mongo")
+    files, problems = scan_migrations(directory, "mongo", root=ctx.base_dir)
     if problems:
         raise MigrationsUnreadable([str(p) for p in problems])
     return tuple(f for f in files if f.kind == "V")

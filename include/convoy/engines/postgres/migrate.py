@@ -46,7 +46,7 @@ def load_files(ctx: RunContext) -> MigrationSet:
     directory = ctx.migrations_dir
     if directory is None:
         return MigrationSet()
-    files, problems = scan_migrations(directory, kind="postgres")
+    files, problems = scan_migrations(directory, kind="postgres", root=ctx.base_dir)
     if problems:
         raise MigrationsUnreadable([f"{p.file}: {p.message}" for p in problems])
     return MigrationSet(
