@@ -4,6 +4,11 @@ The models check shape and single-field rules only. Rules that need the whole
 policy or the file system (unknown ``dependsOn``, cycles, migration files...)
 live in :mod:`convoy.policy.checks`, so that every problem in a file can be
 reported at once with its position.
+
+Scalars are strict: a value must already have the field's type in YAML.
+Pydantic's lax mode would read ``maxParallel: yes`` as 1, ``2.0`` as 2,
+``"300"`` as 300, ``startDate: 0`` as 1970-01-01 and ``!!binary`` bytes as
+text, so a typo or a quoting slip would silently become a different policy.
 """
 
 from __future__ import annotations
@@ -11,11 +16,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 API_VERSION = "convoy/v1"
 KIND = "UpgradePolicy"
+
+
+def _no_number(value: Any) -> Any:
+    if isinstance(value, bool | int | float):
+        raise PydanticCustomError("date_type", "Input should be a valid date")
+    return value
+
+
+#: A YAML date or a ``YYYY-MM-DD`` string; never a number read as a Unix time.
+StartDate = Annotated[dt.date, BeforeValidator(_no_number)]
 
 WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 BackupMode = Literal["none", "snapshot", "pg_dump"]
@@ -36,107 +52,111 @@ class _Model(BaseModel):
 
 
 class Metadata(_Model):
-    name: str = Field(description="DNS-1123 label; becomes the Airflow dag_id.")
-    description: str = ""
-    owner: str = "convoy"
-    tags: tuple[str, ...] = ()
+    name: StrictStr = Field(description="DNS-1123 label; becomes the Airflow dag_id.")
+    description: StrictStr = ""
+    owner: StrictStr = "convoy"
+    tags: tuple[StrictStr, ...] = ()
 
 
 class Resources(_Model):
     """Requests/limits of the rollout runner pod (Kubernetes quantity strings)."""
 
-    cpu_request: str = "50m"
-    memory_request: str = "64Mi"
-    cpu_limit: str = "500m"
-    memory_limit: str = "256Mi"
+    cpu_request: StrictStr = "50m"
+    memory_request: StrictStr = "64Mi"
+    cpu_limit: StrictStr = "500m"
+    memory_limit: StrictStr = "256Mi"
 
 
 class KubernetesSettings(_Model):
-    namespace: str = Field(description="Namespace of every listed workload (DNS-1123 label).")
-    conn_id: str = "kubernetes_default"
-    in_cluster: bool = False
-    service_account: str = "convoy-rollout"
-    runner_image: str = Field(description="Image of the rollout pods; pinned tag or digest.")
+    namespace: StrictStr = Field(description="Namespace of every listed workload (DNS-1123 label).")
+    conn_id: StrictStr = "kubernetes_default"
+    in_cluster: StrictBool = False
+    service_account: StrictStr = "convoy-rollout"
+    runner_image: StrictStr = Field(description="Image of the rollout pods; pinned tag or digest.")
     resources: Resources = Resources()
 
 
 class RolloutSettings(_Model):
-    max_parallel: int = Field(4, ge=1, le=64, description="Services updated at once in a wave.")
-    progress_deadline_seconds: int = Field(
+    max_parallel: StrictInt = Field(
+        4, ge=1, le=64, description="Services updated at once in a wave."
+    )
+    progress_deadline_seconds: StrictInt = Field(
         600, ge=10, le=86_400, description="Time a service may take to become ready."
     )
 
 
 class Workload(_Model):
     kind: WorkloadKind
-    name: str
+    name: StrictStr
 
 
 class Service(_Model):
-    name: str
+    name: StrictStr
     workload: Workload
-    containers: dict[str, str] = Field(
+    containers: dict[StrictStr, StrictStr] = Field(
         min_length=1, description="Container name -> new image (tag or digest)."
     )
-    depends_on: tuple[str, ...] = Field((), description="Services to roll out first.")
+    depends_on: tuple[StrictStr, ...] = Field((), description="Services to roll out first.")
 
 
 class SqlTransform(_Model):
-    name: str
-    table: str
-    key: str
-    batch_size: int = Field(1000, ge=1, le=1_000_000, description="Rows per transaction.")
-    where: str | None = Field(
+    name: StrictStr
+    table: StrictStr
+    key: StrictStr
+    batch_size: StrictInt = Field(1000, ge=1, le=1_000_000, description="Rows per transaction.")
+    where: StrictStr | None = Field(
         None,
         description="SQL condition; may use {{ data_interval_start }} / {{ data_interval_end }}.",
     )
-    set_: dict[str, str] = Field(
+    set_: dict[StrictStr, StrictStr] = Field(
         alias="set", min_length=1, description="Column -> SQL expression of its new value."
     )
 
 
 class MongoTransform(_Model):
-    name: str
-    collection: str
-    filter: dict[str, Any] = Field(
+    name: StrictStr
+    collection: StrictStr
+    filter: dict[StrictStr, Any] = Field(
         default_factory=dict,
         description="Query; strings may use {{ data_interval_start }} / {{ data_interval_end }}.",
     )
-    update: dict[str, Any] | list[dict[str, Any]] = Field(
+    update: dict[StrictStr, Any] | list[dict[StrictStr, Any]] = Field(
         description="Update operators ($set, ...) or a pipeline of update stages."
     )
-    batch_size: int = Field(1000, ge=1, le=1_000_000, description="Documents per batch.")
+    batch_size: StrictInt = Field(1000, ge=1, le=1_000_000, description="Documents per batch.")
 
 
-Expectation = dict[str, dict[str, Any]]
+Expectation = dict[StrictStr, dict[StrictStr, Any]]
 
 
 class SqlValidation(_Model):
-    table: str
+    table: StrictStr
     expectations: tuple[Expectation, ...] = Field(min_length=1)
     on_failure: ValidationFailureMode = "rollback"
 
 
 class MongoValidation(_Model):
-    collection: str
+    collection: StrictStr
     expectations: tuple[Expectation, ...] = Field(min_length=1)
     on_failure: ValidationFailureMode = "rollback"
 
 
 class _DatastoreBase(_Model):
-    name: str
-    conn_id: str
-    after: tuple[str, ...] | None = Field(
+    name: StrictStr
+    conn_id: StrictStr
+    after: tuple[StrictStr, ...] | None = Field(
         None,
         description="Services to roll out first; [] = before any rollout; omitted = after all.",
     )
-    migrations: str | None = Field(None, description="Directory, relative to the policy file.")
+    migrations: StrictStr | None = Field(
+        None, description="Directory, relative to the policy file."
+    )
 
 
 class PostgresDatastore(_DatastoreBase):
     type: Literal["postgres"]
     backup: BackupMode = "none"
-    snapshot_tables: tuple[str, ...] = Field(
+    snapshot_tables: tuple[StrictStr, ...] = Field(
         (), description="Extra tables to snapshot besides those the run touches."
     )
     transforms: tuple[SqlTransform, ...] = ()
@@ -145,7 +165,7 @@ class PostgresDatastore(_DatastoreBase):
 
 class MongoDatastore(_DatastoreBase):
     type: Literal["mongo"]
-    database: str
+    database: StrictStr
     backup: Literal["none", "snapshot"] = "none"
     transforms: tuple[MongoTransform, ...] = ()
     validation: tuple[MongoValidation, ...] = ()
@@ -155,28 +175,28 @@ Datastore = Annotated[PostgresDatastore | MongoDatastore, Field(discriminator="t
 
 
 class RollbackSettings(_Model):
-    automatic: bool = Field(
+    automatic: StrictBool = Field(
         True, description="On failure revert data (undo or backup), then images, newest first."
     )
 
 
 class AlertSettings(_Model):
-    on_failure: tuple[str, ...] = ()
-    on_success: tuple[str, ...] = ()
-    on_rollback: tuple[str, ...] = ()
-    deadline_minutes: int | None = Field(None, ge=1)
+    on_failure: tuple[StrictStr, ...] = ()
+    on_success: tuple[StrictStr, ...] = ()
+    on_rollback: tuple[StrictStr, ...] = ()
+    deadline_minutes: StrictInt | None = Field(None, ge=1)
 
 
 class ApprovalSettings(_Model):
-    required: bool = Field(
+    required: StrictBool = Field(
         False, description="Wait for a human approval after preflight, before any change."
     )
-    approvers: tuple[str, ...] = Field(
+    approvers: tuple[StrictStr, ...] = Field(
         (),
         description="Airflow user ids allowed to answer (the auth manager's user id; "
         "the user name with the simple auth manager). Required when required is true.",
     )
-    timeout_minutes: int = Field(
+    timeout_minutes: StrictInt = Field(
         60,
         ge=1,
         le=10_080,
@@ -188,10 +208,10 @@ class Policy(_Model):
     api_version: Literal["convoy/v1"]
     kind: Literal["UpgradePolicy"]
     metadata: Metadata
-    schedule: str | None = Field(
+    schedule: StrictStr | None = Field(
         None, description="5-field cron, Airflow preset (@daily...) or null for manual runs."
     )
-    start_date: dt.date = dt.date(2026, 1, 1)
+    start_date: StartDate = dt.date(2026, 1, 1)
     execution: ExecutionMode = Field(
         "kubernetes",
         description="kubernetes: rollout steps run in pods; local: inside the Airflow task. "

@@ -9,11 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from convoy.policy.source import FieldPath
-
-_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 
 
 def mapping(value: Any) -> dict[str, Any]:
@@ -39,10 +35,5 @@ def strings(path: FieldPath, value: Any) -> Iterator[tuple[FieldPath, str]]:
 
 
 def flag(value: Any, default: bool) -> bool:
-    """A boolean as pydantic would read it (``"yes"`` is true); the default if unreadable."""
-    if value is None:
-        return default
-    try:
-        return _BOOL.validate_python(value)
-    except ValidationError:
-        return default
+    """A boolean as the (strict) model reads it; the default for anything else."""
+    return value if isinstance(value, bool) else default

@@ -193,6 +193,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"'{shown}'"
+    if isinstance(value, bytes | bytearray):
+        return "binary data (!!binary)"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
