@@ -47,6 +47,36 @@ def test_alert_callbacks_and_deadline_with_a_missing_connection(
     callbacks[0]({})
 
 
+def test_dag_test_runs_without_the_deadline_and_keeps_it(
+    write_policy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DAG.test()`` sees no Deadline Alert (apache/airflow#73428); the DAG keeps it after."""
+    from airflow.sdk import DAG
+
+    data = policy_dict("shop", alerts={"onFailure": ["no_such_conn"], "deadlineMinutes": 30})
+    dag = build_dag(load_policy(write_policy("shop.yaml", data)))
+    alerts_before = list(dag.deadline)
+    seen: list[Any] = []
+
+    def fake_test(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append((self.deadline, args, kwargs))
+        if kwargs.get("fail"):
+            raise RuntimeError("run crashed")
+        return "run"
+
+    monkeypatch.setattr(DAG, "test", fake_test)
+    assert dag.test(run_conf={"dry_run": True}) == "run"
+    assert seen == [(None, (), {"run_conf": {"dry_run": True}})]
+    assert list(dag.deadline) == alerts_before
+    with pytest.raises(RuntimeError, match="run crashed"):
+        dag.test(fail=True)
+    assert list(dag.deadline) == alerts_before
+    # Without a deadline nothing is touched.
+    plain = build_dag(load_policy(write_policy("plain.yaml", policy_dict("plain"))))
+    assert plain.test() == "run"
+    assert plain.deadline is None
+
+
 def test_no_alerts_no_callbacks(write_policy: Callable[..., Path]) -> None:
     dag = build_dag(load_policy(write_policy("shop.yaml", policy_dict("shop"))))
     assert not dag.on_failure_callback

@@ -35,6 +35,7 @@ from convoy.plan import (
 )
 from convoy.policy.loader import LoadedPolicy
 from convoy.policy.models import Policy
+from convoy.redaction import redact
 
 Task = Any  # an Airflow operator
 
@@ -42,7 +43,7 @@ Task = Any  # an Airflow operator
 def default_args(policy: Policy) -> dict[str, Any]:
     return {
         "on_failure_callback": runtime.step_failure_callback,
-        "owner": policy.metadata.owner,
+        "owner": redact(policy.metadata.owner),
         "retries": config.RETRIES,
         "retry_delay": config.RETRY_DELAY,
         "retry_exponential_backoff": True,
@@ -106,7 +107,7 @@ def schedule(policy: Policy) -> Any:
 
 def doc_md(loaded: LoadedPolicy, plan: Plan) -> str:
     policy = loaded.policy
-    return (
+    return redact(
         f"# {policy.metadata.name}\n\n{policy.metadata.description}\n\n"
         f"Policy file `{loaded.path.name}` (sha256 `{loaded.source_sha256[:12]}`), "
         f"plan digest `{plan.digest[:12]}`, execution "
@@ -322,6 +323,33 @@ class _Builder:
     dag: DAG
 
 
+class PolicyDAG(DAG):
+    """A policy's DAG: Airflow's, with ``test()`` that works with ``alerts.deadlineMinutes``.
+
+    On Airflow 3.3.2, ``DAG.test()`` (and so ``airflow dags test``) schedules
+    from an in-memory serialization round trip that leaves the encoded alerts
+    in ``dag.deadline`` where ``DagRun.update_state`` expects ``deadline_alert``
+    ids: every successful run then ends in ``AttributeError: 'dict' object has
+    no attribute 'hex'`` and exit code 1 (apache/airflow#73428, fixed by the
+    unreleased apache/airflow#73430). Only the scheduler evaluates deadlines and
+    ``test()`` runs none, so the alert is detached for the duration of
+    ``test()``: the DAG serialized into the metadata DB (parsed from the file
+    again by ``test()``) keeps it, and a real scheduler still fires it
+    (docs/decisions.md; ``tests/e2e/test_dags_test_deadline_e2e.py`` fails once
+    the pinned Airflow no longer needs this).
+    """
+
+    def test(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = self.deadline
+        if not deadline:
+            return super().test(*args, **kwargs)
+        self.deadline = None
+        try:
+            return super().test(*args, **kwargs)
+        finally:
+            self.deadline = deadline
+
+
 def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
     """The DAG of one policy (``dag_id`` = ``metadata.name``)."""
     policy = loaded.policy
@@ -335,15 +363,15 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         extra["deadline"] = alerts.deadline_alert(
             a.deadline_minutes, policy=name, targets=a.on_failure
         )
-    with DAG(
+    with PolicyDAG(
         dag_id=policy.metadata.name,
-        description=policy.metadata.description or None,
+        description=redact(policy.metadata.description) or None,
         doc_md=doc_md(loaded, plan),
         schedule=schedule(policy),
         start_date=start,
         catchup=False,
         max_active_runs=1,
-        tags=sorted({"convoy", *policy.metadata.tags}),
+        tags=sorted({"convoy", *(redact(t) for t in policy.metadata.tags)}),
         default_args=default_args(policy),
         render_template_as_native_obj=False,
         # Resolved when they fire: a connection missing at parse time never breaks the DAG.
