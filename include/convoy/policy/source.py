@@ -7,8 +7,9 @@ Nodes are counted from the parser's events before anything is composed or
 expanded: a few lines of nested anchors ("billion laughs") expand to billions
 of nodes, so a document that would bring more than :data:`ALIAS_BUDGET` nodes
 in through aliases is refused, as go-yaml has done since CVE-2019-11253, and
-so is one of more than :data:`NODE_BUDGET` nodes in all (each node costs the
-DAG processor time and memory several times over).
+so is one of more than :data:`NODE_BUDGET` nodes in all or nested deeper than
+:data:`DEPTH_BUDGET` (each node costs the DAG processor time and memory
+several times over, and each remembers its path from the root).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ ALIAS_BUDGET = 10_000
 #: Most nodes a document may have, aliases expanded. A policy of a few hundred
 #: services has a few thousand.
 NODE_BUDGET = 20_000
+#: Deepest nesting of lists and mappings. A policy nests about ten levels; a
+#: MongoDB update pipeline a few more.
+DEPTH_BUDGET = 64
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,8 @@ def _count_nodes(events: Iterator[yaml.Event], file: str) -> Diagnostic | None:
                     trail.append("?" if elem is None else elem)
                 is_mapping = isinstance(event, yaml.MappingStartEvent)
                 frames.append(_Frame(is_mapping, anchor, expanded - 1, mark))
+                if len(frames) > DEPTH_BUDGET:
+                    return _depth_diagnostic(file, event, tuple(trail))
                 if anchor is not None:
                     open_anchors[anchor] = mark
             elif anchor is not None:
@@ -332,6 +338,18 @@ def _size_diagnostic(file: str, event: yaml.Event, path: FieldPath) -> Diagnosti
         render_path(path),
         f"the document has more than {NODE_BUDGET} YAML nodes (values, keys, lists and "
         "mappings); a policy needs far fewer: split it into several policies",
+    )
+
+
+def _depth_diagnostic(file: str, event: yaml.Event, path: FieldPath) -> Diagnostic:
+    mark = _mark(event.start_mark)
+    return Diagnostic(
+        file,
+        mark.line,
+        mark.column,
+        render_path(path),
+        f"the document nests lists and mappings more than {DEPTH_BUDGET} levels deep; "
+        "a policy needs far fewer",
     )
 
 

@@ -26,7 +26,7 @@ from convoy.policy.files import (
     describe_size,
     read_regular,
 )
-from convoy.policy.source import ALIAS_BUDGET, NODE_BUDGET, parse_yaml
+from convoy.policy.source import ALIAS_BUDGET, DEPTH_BUDGET, NODE_BUDGET, parse_yaml
 
 ANCHORS = 10
 REPEAT = 8
@@ -290,3 +290,13 @@ def test_declared_name_never_blocks_or_expands(tmp_path: Path, minimal_text: str
     assert declared_name(tmp_path / "bomb.yaml") is None
     (tmp_path / "bad.yaml").write_text(minimal_text + "rollout: {maxParallel: 0}\n")
     assert declared_name(tmp_path / "bad.yaml") == "minimal"
+
+
+def test_deep_nesting_is_refused_before_the_walk() -> None:
+    # Every node keeps its path from the root: depth times width would be quadratic.
+    doc, problems = parse_yaml("a: " + "[" * DEPTH_BUDGET + "]" * DEPTH_BUDGET + "\n", "p.yaml")
+    assert doc is None
+    assert [(p.line, p.column) for p in problems] == [(1, 4 + DEPTH_BUDGET - 1)]
+    assert f"more than {DEPTH_BUDGET} levels deep" in problems[0].message
+    ok = "a: " + "[" * (DEPTH_BUDGET - 1) + "]" * (DEPTH_BUDGET - 1) + "\n"
+    assert parse_yaml(ok, "p.yaml")[1] == []
