@@ -20,7 +20,6 @@ built (by the api-server), so other processes that load plugins stay light.
 # dependency annotations, which are local to ``create_app``.
 import datetime as dt
 import functools
-import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,7 +28,9 @@ from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 
-log = logging.getLogger(__name__)
+from convoy.redaction import get_logger, redact, redact_data
+
+log = get_logger(__name__)
 
 URL_PREFIX = "/convoy"
 RUNS_PER_POLICY = 5
@@ -178,13 +179,18 @@ def create_app(
     def data(request: Request, user: UserDep) -> JSONResponse:
         policies, runs, error = _gather(request, user)
         return JSONResponse(
-            {
-                "policies": [
-                    {**p.to_dict(), "runs": [r.to_dict() for r in runs.get(p.dag_id or "", [])]}
-                    for p in policies
-                ],
-                "runs_error": error,
-            }
+            redact_data(
+                {
+                    "policies": [
+                        {
+                            **p.to_dict(),
+                            "runs": [r.to_dict() for r in runs.get(p.dag_id or "", [])],
+                        }
+                        for p in policies
+                    ],
+                    "runs_error": error,
+                }
+            )
         )
 
     # The path parameter is not called ``dag_id`` on purpose: the app-wide
@@ -200,7 +206,7 @@ def create_app(
             )
         except (FileNotFoundError, LookupError) as exc:
             raise HTTPException(404, "no report for this run") from exc
-        return HTMLResponse(path.read_text(encoding="utf-8"))
+        return HTMLResponse(redact(path.read_text(encoding="utf-8")))
 
     return app
 

@@ -1,7 +1,8 @@
 """The ``convoy`` command line: validate, plan, schema, render, report, settings.
 
 Exit codes: 0 success, 1 invalid input or failed operation, 2 usage error.
-No traceback reaches the user unless ``CONVOY_DEBUG=1`` asks for it.
+No traceback reaches the user unless ``CONVOY_DEBUG=1`` asks for it. What a
+command prints passes through :func:`convoy.redaction.redact`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TextIO
 
 from convoy import __version__
 from convoy.policy import LoadedPolicy, PolicyError, discover_policies, load_policy
+from convoy.redaction import redact, redact_data
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -88,7 +90,10 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if unknown:
         raise UsageError(f"--services: unknown service(s) {', '.join(unknown)}")
     plan = build_plan(loaded, services=services)
-    print(plan.to_json() if args.json else render_text(plan), file=out)
+    if args.json:
+        print(json.dumps(redact_data(plan.to_dict()), indent=2, sort_keys=True), file=out)
+    else:
+        print(render_text(plan), file=out)
     return EXIT_OK
 
 
@@ -104,7 +109,7 @@ def cmd_render_rbac(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     loaded = _load_one(args.policy)
     _print_warnings(loaded, err)
-    print(render_rbac_yaml(loaded.policy), file=out, end="")
+    print(redact(render_rbac_yaml(loaded.policy)), file=out, end="")
     return EXIT_OK
 
 
@@ -121,7 +126,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.path:
         print(path, file=out)
     else:
-        print(path.read_text(encoding="utf-8"), file=out, end="")
+        print(redact(path.read_text(encoding="utf-8")), file=out, end="")
     return EXIT_OK
 
 
@@ -203,7 +208,7 @@ def main(
         func: Command = args.func
         return func(args, out, err)
     except UsageError as exc:
-        print(exc, file=err)
+        print(redact(str(exc)), file=err)
         print("run 'convoy --help' for usage", file=err)
         return EXIT_USAGE
     except PolicyError as exc:
@@ -215,7 +220,7 @@ def main(
     except Exception as exc:
         if os.environ.get("CONVOY_DEBUG"):
             traceback.print_exc(file=err)
-        print(f"convoy: internal error: {type(exc).__name__}: {exc}", file=err)
+        print(redact(f"convoy: internal error: {type(exc).__name__}: {exc}"), file=err)
         print("set CONVOY_DEBUG=1 to see the traceback and report it as a bug", file=err)
         return EXIT_INVALID
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -29,6 +28,7 @@ from convoy.airflow.notifiers import (
     alert_payload,
 )
 from convoy.policy.alerts import AlertTarget, parse_alert_target
+from convoy.redaction import get_logger
 
 __all__ = [
     "alert_message",
@@ -40,7 +40,7 @@ __all__ = [
     "notifiers_for",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SMTP_CONN_TYPES = frozenset({"smtp", "email"})
 SLACK_CONN_TYPES = frozenset({"slack"})

@@ -22,7 +22,6 @@ The decision is pushed as XCom ``approval`` of the task (:func:`decision`).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,8 +37,9 @@ from convoy.plan import (
     render_rollback_approval_markdown,
 )
 from convoy.policy.loader import LoadedPolicy, load_policy
+from convoy.redaction import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TASK_ID = "approve"
 #: XCom key of the decision (``approved``, ``rejected``, ``timed out``, ``not needed``).

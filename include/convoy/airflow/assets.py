@@ -18,7 +18,6 @@ logged and left out.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from urllib.parse import quote
 
@@ -26,8 +25,9 @@ from airflow.sdk import Asset
 
 from convoy.plan import RolloutStep
 from convoy.policy.models import MongoDatastore, PostgresDatastore
+from convoy.redaction import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 POSTGRES_PORT = 5432
 MONGO_PORT = 27017

@@ -35,6 +35,7 @@ from convoy.plan import (
 )
 from convoy.policy.loader import LoadedPolicy
 from convoy.policy.models import Policy
+from convoy.redaction import redact
 
 Task = Any  # an Airflow operator
 
@@ -42,7 +43,7 @@ Task = Any  # an Airflow operator
 def default_args(policy: Policy) -> dict[str, Any]:
     return {
         "on_failure_callback": runtime.step_failure_callback,
-        "owner": policy.metadata.owner,
+        "owner": redact(policy.metadata.owner),
         "retries": config.RETRIES,
         "retry_delay": config.RETRY_DELAY,
         "retry_exponential_backoff": True,
@@ -106,7 +107,7 @@ def schedule(policy: Policy) -> Any:
 
 def doc_md(loaded: LoadedPolicy, plan: Plan) -> str:
     policy = loaded.policy
-    return (
+    return redact(
         f"# {policy.metadata.name}\n\n{policy.metadata.description}\n\n"
         f"Policy file `{loaded.path.name}` (sha256 `{loaded.source_sha256[:12]}`), "
         f"plan digest `{plan.digest[:12]}`, execution "
@@ -364,13 +365,13 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         )
     with PolicyDAG(
         dag_id=policy.metadata.name,
-        description=policy.metadata.description or None,
+        description=redact(policy.metadata.description) or None,
         doc_md=doc_md(loaded, plan),
         schedule=schedule(policy),
         start_date=start,
         catchup=False,
         max_active_runs=1,
-        tags=sorted({"convoy", *policy.metadata.tags}),
+        tags=sorted({"convoy", *(redact(t) for t in policy.metadata.tags)}),
         default_args=default_args(policy),
         render_template_as_native_obj=False,
         # Resolved when they fire: a connection missing at parse time never breaks the DAG.

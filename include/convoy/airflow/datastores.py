@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import importlib
-import logging
 import os
 import re
 import tempfile
@@ -32,8 +31,9 @@ from convoy.engines.base import DatastoreEngine, Partition, RunContext
 from convoy.observe import metrics
 from convoy.policy.loader import load_policy
 from convoy.policy.models import MongoDatastore, PostgresDatastore
+from convoy.redaction import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Datastore = PostgresDatastore | MongoDatastore
 

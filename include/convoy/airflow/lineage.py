@@ -8,7 +8,8 @@ Two hooks of the Airflow OpenLineage provider, both set in ``[openlineage]``
   policy name, plan digest, dry run, and the versions the task applied (per
   service the images before and after, per datastore the migrations applied,
   rows transformed, what a revert undid). Built only from task arguments and
-  convoy's own XCom results (which never hold a secret), field by field.
+  convoy's own XCom results (which never hold a secret), field by field, and
+  redacted (:mod:`convoy.redaction`) all the same.
 - ``extractors = convoy.airflow.lineage.ConvoyExtractor``: the output datasets
   of convoy tasks. Out of the box the provider turns ``postgres://`` and
   ``mongodb://`` outlets into datasets but drops ``k8s://`` workloads, and the
@@ -25,7 +26,6 @@ the task.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,9 @@ from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import RunFacet
 
 from convoy.airflow import assets, config, runtime
+from convoy.redaction import get_logger, redact_data
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Key of the run facet in OpenLineage events.
 FACET_KEY = "convoy"
@@ -294,7 +295,12 @@ def convoy_run_facets(ti: Any, ti_state: Any) -> dict[str, RunFacet]:
     except Exception:
         log.warning("convoy lineage: run facet left out", exc_info=True)
         return {}
-    return {FACET_KEY: facet} if facet is not None else {}
+    if facet is None:
+        return {}
+    # Lineage events leave the deployment (Marquez, DataHub...): same redaction as logs.
+    facet.services = redact_data(facet.services)
+    facet.datastores = redact_data(facet.datastores)
+    return {FACET_KEY: facet}
 
 
 # --------------------------------------------------------------------------- datasets

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import os
 import re
 import time
@@ -27,7 +26,9 @@ from urllib.parse import quote, urlsplit
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier
 
-log = logging.getLogger(__name__)
+from convoy.redaction import get_logger, origin, redact, redact_data
+
+log = get_logger(__name__)
 
 AlertEvent = Literal["failure", "success", "rollback", "deadline"]
 
@@ -212,7 +213,7 @@ def render_message(facts: AlertFacts) -> tuple[str, str]:
         lines.append(f"Run in Airflow: {facts.run_url}")
     if facts.report:
         lines.append(f"Report: {facts.report}")
-    return subject, "\n".join(lines) + "\n"
+    return redact(subject), redact("\n".join(lines) + "\n")
 
 
 def alert_message(
@@ -229,28 +230,28 @@ def alert_payload(
     facts = alert_facts(context, policy=policy, event=event)
     subject, body = render_message(facts)
     data = asdict(facts)
-    return {
-        "policy": facts.policy,
-        "run_id": facts.run_id,
-        "event": facts.event,
-        "state": facts.state,
-        "failed_step": facts.failed_steps[0] if facts.failed_steps else None,
-        "failed_steps": list(facts.failed_steps),
-        "rolled_back": list(facts.rolled_back),
-        "rollback_failed": list(facts.rollback_failed),
-        "state_left_behind": list(facts.left_for_human),
-        "run_url": data["run_url"],
-        "report": data["report"],
-        "subject": subject,
-        "message": body,
-    }
+    return redact_data(
+        {
+            "policy": facts.policy,
+            "run_id": facts.run_id,
+            "event": facts.event,
+            "state": facts.state,
+            "failed_step": facts.failed_steps[0] if facts.failed_steps else None,
+            "failed_steps": list(facts.failed_steps),
+            "rolled_back": list(facts.rolled_back),
+            "rollback_failed": list(facts.rollback_failed),
+            "state_left_behind": list(facts.left_for_human),
+            "run_url": data["run_url"],
+            "report": data["report"],
+            "subject": subject,
+            "message": body,
+        }
+    )
 
 
 def redacted_url(url: str) -> str:
     """``scheme://host[:port]``: webhook paths and queries often carry a token."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}"
+    return origin(url)
 
 
 # --------------------------------------------------------------------------- notifiers

@@ -7,13 +7,13 @@ raise out of the DAG file. Instead it gets a small, paused placeholder DAG
 (``dag_id`` = its ``metadata.name`` if readable, else ``convoy-invalid-<file stem>``)
 whose ``doc_md`` shows the diagnostics (``file:line:col: field: message``) and
 whose only task, ``policy_error``, fails with them. The error is also logged
-and emitted as a Python warning (the DagBag's ``captured_warnings``).
+and emitted as a Python warning (the DagBag's ``captured_warnings``); all of
+them carry the message redacted (:mod:`convoy.redaction`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import re
 import warnings
@@ -26,8 +26,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from convoy.airflow import config
 from convoy.airflow.dag_builder import build_dag
 from convoy.policy import PolicyError, declared_name, discover_policies, load_policy
+from convoy.redaction import get_logger, redact
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 INVALID_TAG = "convoy-invalid"
 _DAG_ID_OK = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
@@ -57,6 +58,7 @@ def _fail(*, message: str) -> None:
 
 def placeholder_dag(dag_id: str, path: Path, message: str) -> DAG:
     """A paused DAG that shows ``message`` and whose only task fails with it."""
+    message = redact(message)
     with DAG(
         dag_id=dag_id,
         description=f"INVALID policy {path.name}: see the DAG docs",
@@ -82,6 +84,7 @@ def placeholder_dag(dag_id: str, path: Path, message: str) -> DAG:
 
 
 def _report(path: Path, message: str) -> None:
+    message = redact(message)
     log.error("convoy: invalid policy %s:\n%s", path, message)
     warnings.warn(f"invalid policy {path}:\n{message}", PolicyWarning, stacklevel=3)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import re
 import time
@@ -24,8 +23,9 @@ from convoy.observe import metrics
 from convoy.observe.progress import ProgressSink, progress_value
 from convoy.plan import build_plan, render_text
 from convoy.policy.loader import load_policy
+from convoy.redaction import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 #: XCom key of a long task's latest progress (docs/ui.md).

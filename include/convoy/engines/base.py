@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from convoy.observe.progress import Progress
 from convoy.policy.models import MongoDatastore, PostgresDatastore
+from convoy.redaction import get_logger
 
 LogFn = Callable[[str], None]
 #: Receives the latest progress of a long stage (``convoy.observe.progress.progress_value``).
 ProgressSink = Callable[[Mapping[str, Any]], None]
 
-_logger = logging.getLogger("convoy.engines")
+_logger = get_logger("convoy.engines")
 
 
 def _default_log(message: str) -> None:

@@ -30,6 +30,15 @@ class UnsafeIdentifier(EngineError):
         )
 
 
+class UnsafeExpression(EngineError):
+    """A ``where``/``set`` text that is not exactly one SQL expression (see the policy check)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
 class ChecksumMismatch(EngineError):
     """A migration was edited after it was applied."""
 

@@ -22,13 +22,14 @@ raises into the caller: a broken metrics backend must not fail an upgrade.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-log = logging.getLogger(__name__)
+from convoy.redaction import get_logger
+
+log = get_logger(__name__)
 
 MetricType = Literal["counter", "gauge", "timer"]
 

@@ -16,11 +16,12 @@ Upgrades page; the engines only see a callable, so they stay Airflow-free.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from convoy.redaction import get_logger
 
 Clock = Callable[[], float]
 #: Receives :func:`progress_value` mappings; must not block for long.
@@ -30,7 +31,7 @@ ProgressSink = Callable[[Mapping[str, Any]], None]
 SINK_INTERVAL_ENV = "CONVOY_PROGRESS_PUSH_INTERVAL_S"
 DEFAULT_SINK_INTERVAL_S = 5.0
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 
 def default_sink_interval_s() -> float:

@@ -2,8 +2,9 @@
 
 ``build_report(...)`` gathers the facts the DAG's ``report`` task collects from
 XCom; :func:`render_markdown` and :func:`render_html` (self-contained, every
-value escaped) render them; :func:`write_report` stores both, plus
-``report.json``, under ``<reports_dir>/<policy>/<run id>/``; and
+value escaped and redacted by :mod:`convoy.redaction`) render them;
+:func:`write_report` stores both, plus ``report.json``, under
+``<reports_dir>/<policy>/<run id>/``; and
 :func:`find_report` finds them again for ``convoy report RUN_ID``.
 
 The reports directory is ``$CONVOY_REPORTS_DIR``, else
@@ -23,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from convoy.redaction import redact, redact_data
 
 REPORT_FILES = ("report.md", "report.html", "report.json")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -222,14 +225,14 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def md_text(value: object) -> str:
     """Plain text safe in a Markdown table cell: HTML inert, no formatting, no cell breaks."""
-    text = " ".join(str(value).split())
+    text = " ".join(redact(str(value)).split())
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return re.sub(r"([\\`*_\[\]|#!~])", r"\\\1", text)
 
 
 def md_code(value: object) -> str:
     """A code span (identifiers, images): literal in every renderer, pipes escaped for tables."""
-    text = " ".join(str(value).split()).replace("`", "'").replace("|", "\\|")
+    text = " ".join(redact(str(value)).split()).replace("`", "'").replace("|", "\\|")
     return f"`{text}`" if text else ""
 
 
@@ -341,7 +344,7 @@ def render_markdown(report: RunReport) -> str:
         lines += [f"| {md_code(k)} | {v:.1f} |" for k, v in report.timings.items()]
     else:
         lines.append("No timings recorded.")
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines) + "\n")
 
 
 def revert_details(d: DatastoreRow) -> list[str]:
@@ -426,7 +429,7 @@ def _yes(flag: bool) -> str:
 def render_html(report: RunReport) -> str:
     from convoy.observe.report_html import render_html as _render
 
-    return _render(report)
+    return redact(_render(report))
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -465,7 +468,7 @@ def write_report(report: RunReport, reports_dir: Path) -> tuple[Path, Path]:
     contents = {
         "report.md": render_markdown(report),
         "report.html": render_html(report),
-        "report.json": json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n",
+        "report.json": json.dumps(redact_data(report.to_dict()), indent=2, sort_keys=True) + "\n",
     }
     for name, text in contents.items():
         _atomic_write(target / name, text)

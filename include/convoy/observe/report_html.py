@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from convoy.redaction import redact
+
 if TYPE_CHECKING:
     from convoy.observe.report import DatastoreRow, RunReport
 
@@ -51,7 +53,7 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(redact(str(value)), quote=True)
 
 
 def _code(value: object) -> str:

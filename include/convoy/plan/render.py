@@ -1,10 +1,11 @@
-"""Human-readable text of a plan (``convoy plan``; the DAG's ``doc_md``)."""
+"""Human-readable text of a plan (``convoy plan``; the DAG's ``doc_md``), redacted."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from convoy.plan.models import BEFORE_ROLLOUT, DatastorePhase, Plan, RevertDataStep
+from convoy.redaction import redact
 
 
 def _phase_lines(phase: DatastorePhase) -> list[str]:
@@ -46,7 +47,7 @@ def render_text(plan: Plan) -> str:
     else:
         out.append("rollback: manual (automatic: false); order would be:")
     out.extend(f"  {i}. {line}" for i, line in enumerate(_rollback_lines(plan), 1))
-    return "\n".join(out) + "\n"
+    return redact("\n".join(out) + "\n")
 
 
 def _rollback_lines(plan: Plan) -> list[str]:
@@ -143,7 +144,7 @@ def render_approval_markdown(
         out += [f"{i}. {line}" for i, line in enumerate(_rollback_lines(plan), 1)]
     else:
         out.append("**Rollback**: manual (`rollback.automatic: false`).")
-    return "\n".join(out) + "\n"
+    return redact("\n".join(out) + "\n")
 
 
 def render_rollback_approval_markdown(plan: Plan, run_id: str, *, dry_run: bool = False) -> str:
@@ -160,4 +161,4 @@ def render_rollback_approval_markdown(plan: Plan, run_id: str, *, dry_run: bool 
         "",
     ]
     lines += [f"{i}. {line}" for i, line in enumerate(_rollback_lines(plan), 1)]
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines) + "\n")

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
+from convoy.policy.names import CONN_ID
+from convoy.redaction import origin, redact
+
 AlertKind = Literal["smtp", "slack", "webhook", "connection"]
 
 SYNTAX = (
@@ -27,7 +30,6 @@ SYNTAX = (
     "https://<url>, http://<url> or an Airflow connection id"
 )
 
-_CONN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
 _CHANNEL = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
@@ -47,8 +49,7 @@ class AlertTarget:
     def describe(self) -> str:
         """A description without secrets (webhook URLs may carry a token in the path)."""
         if self.kind == "webhook" and self.url:
-            parts = urlsplit(self.url)
-            return f"webhook {parts.scheme}://{parts.hostname}"
+            return f"webhook {origin(self.url)}"
         if self.kind == "smtp":
             return f"email via {self.conn_id} to {', '.join(self.recipients)}"
         if self.kind == "slack":
@@ -56,18 +57,31 @@ class AlertTarget:
         return f"connection {self.conn_id}"
 
 
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+def shown(entry: str) -> str:
+    """``entry`` as messages may show it: a webhook's path and query may be its token."""
+    text = entry.strip()
+    if text.split("://", 1)[0].lower() in ("http", "https") and "://" in text:
+        try:
+            more = any(urlsplit(text)[2:])
+        except ValueError:
+            more = True
+        return origin(text) + ("/..." if more else "")
+    return redact(entry)
 
 
 def _bad(entry: str, why: str) -> ValueError:
-    # Never echo credentials a user put in a URL: the message goes to logs and CI.
-    shown = _USERINFO.sub(r"\1***@", entry)
-    return ValueError(f"alert target {shown!r}: {why} (expected {SYNTAX})")
+    return ValueError(f"alert target {shown(entry)!r}: {why} (expected {SYNTAX})")
 
 
 def _conn_id(entry: str, value: str | None) -> str:
-    if not value or not _CONN_ID.match(value):
-        raise _bad(entry, f"{value!r} is not a valid connection id")
+    if value and ("@" in value or ":" in value):
+        raise _bad(
+            entry,
+            "the part after :// is an Airflow connection id, not a host with credentials; "
+            "keep user, password and server in the Airflow connection",
+        )
+    if not value or not CONN_ID.match(value):
+        raise _bad(entry, f"{redact(value or '')!r} is not a valid connection id")
     return value
 
 

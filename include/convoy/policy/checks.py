@@ -15,7 +15,7 @@ from croniter import croniter
 
 from convoy.policy import names
 from convoy.policy.alerts import alert_target_errors
-from convoy.policy.datastore_checks import check_datastores
+from convoy.policy.datastore_checks import check_conn_id, check_datastores
 from convoy.policy.errors import Diagnostic
 from convoy.policy.graph import find_cycles
 from convoy.policy.migrations import MigrationFile
@@ -103,6 +103,7 @@ def _check_schedule(reporter: Reporter, schedule: Any) -> None:
 def _check_kubernetes(reporter: Reporter, k8s: dict[str, Any]) -> None:
     base = ("kubernetes",)
     _name(reporter, (*base, "namespace"), k8s.get("namespace"), "namespace")
+    check_conn_id(reporter, (*base, "connId"), k8s.get("connId"))
     # Kubernetes validates service account names as subdomains, not labels.
     _name(
         reporter,

@@ -14,6 +14,7 @@ from convoy.policy.mongo_checks import check_mongo_filter, check_mongo_update
 from convoy.policy.rawdata import flag, mapping, mappings, strings
 from convoy.policy.reporter import Reporter
 from convoy.policy.source import FieldPath
+from convoy.policy.sql_expressions import Slot, expression_problem
 from convoy.policy.templates import check_templates
 
 _EXPECTATION = re.compile(r"^expect_[a-z_]+$")
@@ -42,6 +43,7 @@ def check_datastores(
                 )
             else:
                 seen[name] = reporter.doc.value_mark((*path, "name")).line
+        check_conn_id(reporter, (*path, "connId"), ds.get("connId"))
         for after_path, svc in strings((*path, "after"), ds.get("after")):
             if svc not in services:
                 reporter.error(after_path, f"unknown service '{svc}'{names.suggest(svc, services)}")
@@ -60,6 +62,14 @@ def check_datastores(
         _check_transforms(reporter, path, ds, kind)
         _check_validation(reporter, path, ds, kind, known_expectations)
     return migrations
+
+
+def check_conn_id(reporter: Reporter, path: FieldPath, value: Any) -> None:
+    """Every ``*ConnId`` field names an Airflow connection; credentials live there."""
+    if isinstance(value, str):
+        message = names.conn_id(value, str(path[-1]))
+        if message:
+            reporter.error(path, message)
 
 
 def _label(reporter: Reporter, path: FieldPath, value: str, what: str) -> None:
@@ -174,6 +184,7 @@ def _check_sql_transform(reporter: Reporter, path: FieldPath, transform: dict[st
     where = transform.get("where")
     if isinstance(where, str):
         check_templates(reporter, (*path, "where"), where, allowed=True)
+        _expression(reporter, (*path, "where"), where, "where")
     for column, expression in mapping(transform.get("set")).items():
         column_path = (*path, "set", column)
         message = names.identifier(column, "column")
@@ -188,6 +199,13 @@ def _check_sql_transform(reporter: Reporter, path: FieldPath, transform: dict[st
             )
         if isinstance(expression, str):
             check_templates(reporter, column_path, expression, allowed=False)
+            _expression(reporter, column_path, expression, "value")
+
+
+def _expression(reporter: Reporter, path: FieldPath, text: str, slot: Slot) -> None:
+    problem = expression_problem(text, slot)
+    if problem is not None:
+        reporter.error(path, problem.located(text))
 
 
 def _check_validation(

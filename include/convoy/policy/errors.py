@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from convoy.redaction import redact
+
 Severity = Literal["error", "warning"]
 
 
@@ -19,6 +21,12 @@ class Diagnostic:
     path: str
     message: str
     severity: Severity = "error"
+
+    def __post_init__(self) -> None:
+        # Messages quote policy values, which may carry a pasted credential; every
+        # consumer (CLI, DAG docs, logs, the Upgrades page) gets the redacted text.
+        object.__setattr__(self, "message", redact(self.message))
+        object.__setattr__(self, "path", redact(self.path))
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}"

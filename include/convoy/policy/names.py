@@ -26,6 +26,10 @@ _IMAGE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>[^@]+))?$"
 )
+# Airflow stores connection ids in a 250-character column; a leading '-' would read as
+# an option on the airflow CLI.
+CONN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$")
+MAX_CONN_ID = 250
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([numkMGTPE]|[KMGTPE]i|[eE][0-9]+)?$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -70,6 +74,23 @@ def quantity(value: str, what: str) -> str | None:
         f"{what} '{value}' is not a Kubernetes quantity; write e.g. '500m' or '1' for CPU "
         "and '256Mi' or '1Gi' for memory"
     )
+
+
+def conn_id(value: str, what: str = "connId") -> str | None:
+    """An Airflow connection id; a URI or connection string is refused without echoing it."""
+    if CONN_ID.match(value):
+        return None
+    rule = f"1-{MAX_CONN_ID} letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+    if "://" in value or "@" in value or "=" in value or ":" in value:
+        return (
+            f"{what} must be an Airflow connection id, not a URI or connection string "
+            "(those carry passwords into the DAG, logs and CI output); create the connection "
+            "(airflow connections add, AIRFLOW_CONN_<ID> or a secrets backend) and use its "
+            f"id: {rule}"
+        )
+    if len(value) > MAX_CONN_ID:
+        return f"{what} is {len(value)} characters long; an Airflow connection id is {rule}"
+    return f"{what} '{value}' is not a valid Airflow connection id: use {rule}"
 
 
 def identifier(value: str, what: str) -> str | None:

@@ -22,6 +22,7 @@ from convoy.policy.models import API_VERSION, Policy
 from convoy.policy.names import suggest
 from convoy.policy.reporter import Reporter
 from convoy.policy.source import Document, FieldPath, PathElem
+from convoy.redaction import redact
 
 _EXPECTED = {
     "string_type": "a string",
@@ -191,6 +192,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, str):
+        # Redact before shortening: a cut URI no longer looks like one.
+        value = redact(value)
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"'{shown}'"
     if isinstance(value, bytes | bytearray):

@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from convoy.redaction import get_logger
 from convoy.rollout.errors import RolloutError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_XCOM = Path("/airflow/xcom/return.json")
 KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
-log = logging.getLogger("convoy.rollout")
+log = get_logger("convoy.rollout")
 
 
 class _Parser(argparse.ArgumentParser):

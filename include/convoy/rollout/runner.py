@@ -23,6 +23,7 @@ from typing import Any, Literal
 from kubernetes.client import ApiClient
 
 from convoy.observe.progress import Progress, ProgressSink
+from convoy.redaction import get_logger
 from convoy.rollout.api import Conflict, KubernetesIO, NotFound, RetryPolicy, WorkloadRef
 from convoy.rollout.errors import (
     ApiUnavailable,
@@ -188,7 +189,7 @@ def pod_count(obj: Mapping[str, Any]) -> int | None:
 
 def _as_log(log: LogFn | logging.Logger | None) -> LogFn:
     if log is None:
-        return logging.getLogger("convoy.rollout").info
+        return get_logger("convoy.rollout").info
     if isinstance(log, logging.Logger):
         return log.info
     return log

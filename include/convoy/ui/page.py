@@ -1,4 +1,4 @@
-"""Server-rendered HTML of the "Upgrades" page. Every value is escaped; no script."""
+"""Server-rendered HTML of the "Upgrades" page. Every value is redacted and escaped; no script."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from convoy.observe.progress import format_duration
+from convoy.redaction import redact
 from convoy.ui.policies import PolicyView
 from convoy.ui.runs import RunView
 
@@ -59,7 +60,7 @@ a{color:#1d4ed8}
 
 
 def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(redact(str(value)), quote=True)
 
 
 #: The badge colour (a state class) of each approval status.
@@ -237,7 +238,7 @@ def render_page(
         "".join(_policy(p, runs.get(p.dag_id or "", ()), now, root) for p in policies)
         or '<p class="empty">No policies found.</p>'
     )
-    return (
+    return redact(
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"{refresh}<title>Upgrades · convoy</title><style>{_CSS}</style></head><body><main>"

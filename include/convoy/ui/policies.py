@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -12,8 +11,9 @@ from typing import Any
 
 from convoy.plan import PlanError, build_plan
 from convoy.policy import Diagnostic, PolicyError, declared_name, discover_policies, load_policy
+from convoy.redaction import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Same variable as ``convoy.airflow.config.POLICIES_DIR_ENV`` (not imported: that
 #: package pulls in the DAG builder, which the api-server does not need).

@@ -4,8 +4,9 @@ Identifiers from the policy (schemas, tables, keys, columns) must match
 :data:`IDENTIFIER` and are then quoted with :class:`psycopg.sql.Identifier`;
 anything else raises :class:`~convoy.engines.errors.UnsafeIdentifier`. SQL
 *expressions* in ``where``/``set`` are written by the policy author (like a
-migration) and are passed through; the data-interval placeholders in them
-become bound parameters.
+migration); each must parse as exactly one expression
+(:mod:`convoy.policy.sql_expressions`) and is then passed through, the
+data-interval placeholders in it becoming bound parameters.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from convoy.engines.errors import UnsafeIdentifier
+from convoy.engines.errors import UnsafeExpression, UnsafeIdentifier
+from convoy.policy.sql_expressions import INTERVAL_PLACEHOLDER, Slot, expression_problem
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-INTERVAL_PLACEHOLDER = re.compile(r"\{\{\s*(data_interval_start|data_interval_end)\s*\}\}")
 NO_TRANSACTION_MARKER = "-- convoy:no-transaction"
 Conn = psycopg.Connection[TupleRow]
 _SECRET_KEYS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
@@ -70,6 +71,21 @@ def redact_dsn(conninfo: str) -> str:
         return "<unparseable connection string>"
     safe = {k: ("***" if k in _SECRET_KEYS else v) for k, v in params.items() if v is not None}
     return make_conninfo("", **{k: str(v) for k, v in safe.items()})
+
+
+def author_expression(text: str, slot: Slot, field: str) -> tuple[str, set[str]]:
+    """One author expression (``where`` or a ``set`` value) ready to be put in parentheses.
+
+    Checked again here, as at load time, so a plan record or a model built
+    without the loader cannot carry a second statement into the database.
+    The text ends with a newline so a trailing ``--`` comment cannot swallow
+    the closing parenthesis and whatever convoy puts after it.
+    """
+    problem = expression_problem(text, slot)
+    if problem is not None:
+        raise UnsafeExpression(field, problem.located(text))
+    rendered, used = render_author_sql(text)
+    return rendered + "\n", used
 
 
 def render_author_sql(text: str) -> tuple[str, set[str]]:

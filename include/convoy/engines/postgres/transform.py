@@ -27,11 +27,12 @@ from convoy.engines.errors import (
 )
 from convoy.engines.postgres import undo
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
+from convoy.engines.postgres.dry_run import rolled_back
 from convoy.engines.postgres.sql import (
     Conn,
     TableName,
+    author_expression,
     identifier,
-    render_author_sql,
     table_name,
 )
 from convoy.observe.progress import Progress
@@ -65,11 +66,11 @@ def find(datastore: PostgresDatastore, name: str) -> SqlTransform:
 def compile_spec(t: SqlTransform) -> TransformSpec:
     """Validate identifiers (refusing unsafe ones) and prepare the author SQL."""
     field = f"transforms[{t.name}]"
-    where, used = render_author_sql(t.where or "TRUE")
+    where, used = author_expression(t.where or "TRUE", "where", f"{field}.where")
     set_: list[tuple[str, str]] = []
     key = identifier(t.key, f"{field}.key")
     for column, expr in t.set_.items():
-        text, more = render_author_sql(expr)
+        text, more = author_expression(expr, "value", f"{field}.set.{column}")
         used |= more
         set_.append((identifier(column, f"{field}.set"), text))
         if column == key:
@@ -414,20 +415,41 @@ class TransformRunner:
         return TransformResult(**base)
 
     def dry_run(self) -> TransformResult:
-        cp = self.load_checkpoint() if self._checkpoints_exist() else _Checkpoint()
-        remaining = 0 if cp.done else self.count_remaining(cp.last_key)
-        if not cp.done:
+        """Count what is left, then try the next batch; nothing is kept.
+
+        Counting and evaluating the ``set`` expressions on that batch's rows
+        run read-only: an expression that writes (even a sequence) is refused
+        before the batch is tried read-write and rolled back.
+        """
+        with rolled_back(self.conn, self._label()):
+            cp = self.load_checkpoint() if self._checkpoints_exist() else _Checkpoint()
+            remaining = 0 if cp.done else self.count_remaining(cp.last_key)
             after, params = self._after(cp.last_key)
-            with self.conn.transaction(force_rollback=True):
-                self.conn.execute(
-                    self._batch_sql(after),
-                    {**self.params, **params, "convoy_limit": self.spec.batch_size},
-                )
+            params = {**self.params, **params, "convoy_limit": self.spec.batch_size}
+            if not cp.done:
+                self.conn.execute(self._values_sql(after), params).fetchall()
+        if not cp.done:
+            with rolled_back(self.conn, self._label(), read_only=False):
+                self.conn.execute(self._batch_sql(after), params)
         self.ctx.log(
             f"{self._label()}: dry run, {remaining} rows to transform in batches of "
             f"{self.spec.batch_size} (first batch tried and rolled back)"
         )
         return self._result(cp, dry_run=True, rows_matching=remaining, resumed_from=cp.last_key)
+
+    def _values_sql(self, after: sql.Composable) -> sql.Composed:
+        """The next batch's new values, computed and not written (one row per key)."""
+        values = sql.SQL(", ").join(sql.SQL("({})").format(sql.SQL(e)) for _, e in self.spec.set_)
+        return sql.SQL(
+            "SELECT ROW({v}) IS NULL FROM {t} WHERE {w}{r}{a} ORDER BY {k} LIMIT %(convoy_limit)s"
+        ).format(
+            v=values,
+            t=self.spec.table.ident,
+            w=_where(self.spec),
+            r=self.range_sql,
+            a=after,
+            k=sql.Identifier(self.spec.key),
+        )
 
     def _checkpoints_exist(self) -> bool:
         row = self.conn.execute(
