@@ -80,6 +80,19 @@ def sqlalchemy_url(conninfo: str) -> tuple[str, str | None]:
     return url.render_as_string(hide_password=False), password
 
 
+#: Every transaction of the validation session is READ ONLY: GX only counts and
+#: samples, so an expectation, or anything it calls, cannot change the data.
+READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+
+
+def read_only_conninfo(conninfo: str) -> str:
+    """``conninfo`` whose sessions start every transaction ``READ ONLY``."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    options = str(conninfo_to_dict(conninfo).get("options") or "")
+    return make_conninfo(conninfo, options=f"{options} {READ_ONLY_OPTION}".strip())
+
+
 def split_table(name: str) -> tuple[str | None, str]:
     schema, _, table = name.rpartition(".")
     return (schema or None), table
@@ -95,7 +108,7 @@ def validate_postgres(
 ) -> ValidationReport:
     started = time.monotonic()
     docs_dir = Path(run_dir) / "data_docs" / safe_name(datastore.name)
-    url, password = sqlalchemy_url(conninfo)
+    url, password = sqlalchemy_url(read_only_conninfo(conninfo))
     secrets = (password, url)
     with quiet():
         return _validate(datastore, url, secrets, docs_dir, started, log, progress)

@@ -4,6 +4,9 @@ Handed a psycopg conninfo (from the Airflow connection); never imports
 Airflow. Every stage opens its own autocommit connection whose
 ``application_name`` names the policy, datastore and stage (so a blocked run
 can say who holds the lock) and logs the DSN with its password redacted.
+Dry runs, ``plan``, ``partitions`` and ``history`` run every statement in one
+transaction that is rolled back, read-only unless the dry run tries a change
+(:mod:`convoy.engines.postgres.dry_run`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from convoy.engines.postgres import revert as revert_mod
 from convoy.engines.postgres import transform as transform_mod
 from convoy.engines.postgres import undo as undo_mod
 from convoy.engines.postgres.config import PostgresConfig
+from convoy.engines.postgres.dry_run import TransactionLock
+from convoy.engines.postgres.dry_run import rolled_back as rolled_back_tx
 from convoy.engines.postgres.locks import AdvisoryLock
 from convoy.engines.postgres.sql import Conn, redact_dsn
 from convoy.policy.migrations import parse_version
@@ -71,19 +76,42 @@ class PostgresEngine:
         return ctx.datastore
 
     @contextmanager
-    def _session(self, ctx: RunContext, stage: str) -> Iterator[Conn]:
+    def _session(
+        self, ctx: RunContext, stage: str, *, rolled_back: bool = False, read_only: bool = True
+    ) -> Iterator[Conn]:
+        """The stage's connection; with ``rolled_back``, all of it in one rolled-back transaction.
+
+        ``read_only`` (with ``rolled_back``) makes that transaction ``READ ONLY``.
+        """
         app = f"{self.config.application_name}:{ctx.policy_name}/{ctx.datastore.name}:{stage}"
         ctx.log(f"{ctx.datastore.name}: {stage} on {redact_dsn(self._conninfo)}")
         conn = self._connect(self._conninfo, app[:63])
         try:
-            # convoy's own writes are not the application's: in-flight transform
-            # triggers and the backup's write capture skip this session
-            undo_mod.set_actor(conn)
-            yield conn
+            if not rolled_back:
+                # convoy's own writes are not the application's: in-flight transform
+                # triggers and the backup's write capture skip this session
+                undo_mod.set_actor(conn)
+                yield conn
+                return
+            with rolled_back_tx(conn, f"{ctx.datastore.name}: {stage}", read_only=read_only):
+                undo_mod.set_actor(conn)
+                yield conn
         finally:
             conn.close()
 
-    def _lock(self, conn: Conn, ctx: RunContext, *, shared: bool = False) -> AdvisoryLock:
+    def _lock(
+        self, conn: Conn, ctx: RunContext, *, shared: bool = False, dry_run: bool = False
+    ) -> AdvisoryLock:
+        """The datastore lock; a dry run's ends with its transaction (no unlock statement)."""
+        if dry_run:
+            return TransactionLock(
+                conn,
+                f"convoy:{self.config.schema}:datastore:{ctx.datastore.name}",
+                timeout_s=self.config.advisory_lock_timeout_s,
+                poll_s=self.config.advisory_lock_poll_s,
+                shared=shared,
+                log=ctx.log,
+            )
         return AdvisoryLock(
             conn,
             f"convoy:{self.config.schema}:datastore:{ctx.datastore.name}",
@@ -98,7 +126,7 @@ class PostgresEngine:
         """What backup, migrate and transforms would do; read-only."""
         ds = self._datastore(ctx)
         files = migrate_mod.load_files(ctx)
-        with self._session(ctx, "plan") as conn:
+        with self._session(ctx, "plan", rolled_back=True) as conn:
             status = migrate_mod.status(files, history.load(conn, self.config.schema, ds.name))
             names = backup_mod.tables_to_back_up(ds, status.pending)
             tables = backup_mod.resolve_all(conn, self.config, names)
@@ -127,7 +155,10 @@ class PostgresEngine:
     def backup(self, ctx: RunContext, *, dry_run: bool = False) -> BackupResult:
         ds = self._datastore(ctx)
         files = migrate_mod.load_files(ctx)
-        with self._session(ctx, "backup") as conn, self._lock(conn, ctx):
+        with (
+            self._session(ctx, "backup", rolled_back=dry_run) as conn,
+            self._lock(conn, ctx, dry_run=dry_run),
+        ):
             status = migrate_mod.status(files, history.load(conn, self.config.schema, ds.name))
             names = backup_mod.tables_to_back_up(ds, status.pending)
             if ds.backup == "none":
@@ -158,7 +189,11 @@ class PostgresEngine:
     def migrate(self, ctx: RunContext, *, dry_run: bool = False) -> MigrateResult:
         ds = self._datastore(ctx)
         files = migrate_mod.load_files(ctx)
-        with self._session(ctx, "migrate") as conn, self._lock(conn, ctx):
+        # a dry run tries the pending migrations: read-write, rolled back
+        with (
+            self._session(ctx, "migrate", rolled_back=dry_run, read_only=False) as conn,
+            self._lock(conn, ctx, dry_run=dry_run),
+        ):
             if not dry_run:
                 history.ensure(conn, self.config.schema)
             status = migrate_mod.status(files, history.load(conn, self.config.schema, ds.name))
@@ -191,7 +226,8 @@ class PostgresEngine:
         self, ctx: RunContext, transform_name: str, max_partitions: int
     ) -> list[Partition]:
         spec = transform_mod.compile_spec(transform_mod.find(self._datastore(ctx), transform_name))
-        with self._session(ctx, f"partitions {transform_name}") as conn:
+        # only reads, and evaluates the author's `where`: never able to write
+        with self._session(ctx, f"partitions {transform_name}", rolled_back=True) as conn:
             parts = transform_mod.partitions(conn, ctx, spec, max_partitions)
         ctx.log(f"{ctx.datastore.name}/{transform_name}: {len(parts)} partitions")
         return parts
@@ -206,10 +242,17 @@ class PostgresEngine:
     ) -> TransformResult:
         spec = transform_mod.compile_spec(transform_mod.find(self._datastore(ctx), transform_name))
         stage = f"transform {transform_name}" + (f" {partition.id}" if partition else "")
+        if dry_run:
+            # read-write for the first batch it tries; the rest is read-only (TransformRunner)
+            with (
+                self._session(ctx, stage, rolled_back=True, read_only=False) as conn,
+                self._lock(conn, ctx, shared=True, dry_run=True),
+            ):
+                return transform_mod.TransformRunner(
+                    conn, self.config, ctx, spec, partition
+                ).dry_run()
         with self._session(ctx, stage) as conn, self._lock(conn, ctx, shared=True):
             runner = transform_mod.TransformRunner(conn, self.config, ctx, spec, partition)
-            if dry_run:
-                return runner.dry_run()
             history.ensure(conn, self.config.schema)
             part_lock = AdvisoryLock(
                 conn,
@@ -224,7 +267,10 @@ class PostgresEngine:
 
     def revert(self, ctx: RunContext, *, dry_run: bool = False) -> RevertResult:
         files = migrate_mod.load_files(ctx)
-        with self._session(ctx, "revert") as conn, self._lock(conn, ctx):
+        with (
+            self._session(ctx, "revert", rolled_back=dry_run) as conn,
+            self._lock(conn, ctx, dry_run=dry_run),
+        ):
             return revert_mod.revert(conn, self.config, ctx, files, self._conninfo, dry_run=dry_run)
 
     def complete(self, ctx: RunContext) -> list[str]:
@@ -250,7 +296,7 @@ class PostgresEngine:
         return done + [f"write capture on {t}" for t in captured]
 
     def history(self, ctx: RunContext) -> list[HistoryEntry]:
-        with self._session(ctx, "history") as conn:
+        with self._session(ctx, "history", rolled_back=True) as conn:
             return history.load(conn, self.config.schema, ctx.datastore.name)
 
     # -- maintenance ----------------------------------------------------------
