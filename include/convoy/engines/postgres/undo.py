@@ -545,6 +545,9 @@ def revert(
             sql.Identifier(f"{t.undo_table}_key"), undo
         )
     )
+    # without statistics the planner joins the batch CTEs by nested loops
+    # (seconds per batch); the undo table was only ever appended to
+    conn.execute(sql.SQL("ANALYZE {}").format(undo))
     query = _revert_batch_sql(t, cfg)
     while True:
         with conn.transaction():
