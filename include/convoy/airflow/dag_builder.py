@@ -411,8 +411,10 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
                 "mapped": builder.mapped_ids,
                 "services": dict(builder.apply_ids),
                 "datastores": {k: list(v) for k, v in builder.group_ids.items()},
-                "on_rollback": list(a.on_rollback),
-                "on_failure": list(a.on_failure),
+                # Task arguments are stored with the DAG and shown as rendered templates:
+                # an entry carrying a token is resolved from the policy at run time.
+                "on_rollback": [redact(e) for e in a.on_rollback],
+                "on_failure": [redact(e) for e in a.on_failure],
                 "targets": {s.service: _step_dict(s) for w in plan.waves for s in w.steps},
                 "conn_id": builder.settings.conn_id,
                 "in_cluster": builder.settings.in_cluster,

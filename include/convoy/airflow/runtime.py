@@ -23,7 +23,7 @@ from convoy.observe import metrics
 from convoy.observe.progress import ProgressSink, progress_value
 from convoy.plan import build_plan, render_text
 from convoy.policy.loader import load_policy
-from convoy.redaction import get_logger
+from convoy.redaction import MASK, get_logger
 
 log = get_logger(__name__)
 
@@ -572,7 +572,13 @@ def report(
         summary["leftBehind"] = left
         if left:
             ti.xcom_push(key=LEFT_BEHIND_KEY, value=left)
-        _rollback_done(context, summary, on_rollback or [], on_failure or [], left)
+        _rollback_done(
+            context,
+            summary,
+            alert_entries(on_rollback or [], "on_rollback", policy_path),
+            alert_entries(on_failure or [], "on_failure", policy_path),
+            left,
+        )
     try:
         md, html = write_run_report(
             context, states, summary, services or {}, datastores or {}, left
@@ -586,6 +592,28 @@ def report(
         log.info("run report: %s (HTML: %s)", md, html)
     write_report_file(ti.dag_id, str(context["run_id"]), summary)
     return summary
+
+
+def alert_entries(given: list[str], field: str, policy_path: str | None) -> list[str]:
+    """Alert targets from task arguments; redacted ones (tokens) are read from the policy file.
+
+    Falls back to the entries without a secret when the policy cannot be read
+    now, so those alerts still go out.
+    """
+    if not any(MASK in entry for entry in given):
+        return list(given)
+    try:
+        if policy_path is None:
+            raise FileNotFoundError("no policy path")
+        return list(getattr(load_policy(policy_path).policy.alerts, field))
+    except Exception as exc:
+        log.error(
+            "alert targets with a secret in %s could not be read from the policy (%s); "
+            "alerting the others only",
+            field,
+            exc,
+        )
+        return [entry for entry in given if MASK not in entry]
 
 
 def _left_behind(
