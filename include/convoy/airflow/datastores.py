@@ -218,12 +218,15 @@ def partitions(
     *, policy_path: str, datastore: str, transform: str, **context: Any
 ) -> list[list[dict[str, Any]]]:
     """Key ranges of one transform, as the ``op_args`` of each mapped transform task."""
+    from convoy.engines.postgres.dry_run import WriteRefused
+
     stage = _Stage(policy_path, datastore, context)
     try:
         parts = stage.engine().partitions(stage.ctx, transform, config.max_partitions())
     except Exception as exc:
-        if stage.dry_run:
-            # A dry run did not apply the migrations the transform may need.
+        if stage.dry_run and not isinstance(exc, WriteRefused):
+            # A dry run did not apply the migrations the transform may need; a `where`
+            # that writes is an error the dry run exists to report.
             log.warning("%s/%s: dry run cannot partition yet: %s", datastore, transform, exc)
             return []
         _fail_deterministic(f"partitions of {datastore}/{transform}", exc)
