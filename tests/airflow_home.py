@@ -32,6 +32,22 @@ class CallerAirflow:
     watched: tuple[Path, ...] = field(default=())
 
 
+Snapshot = dict[str, tuple[str, int, int] | None]
+
+
+@dataclass(frozen=True)
+class Session:
+    """The running test session's private home, and what its caller's environment named."""
+
+    home: Path
+    caller: CallerAirflow
+    before: Snapshot
+
+
+#: Set by ``tests/conftest.py`` before any test module is imported.
+SESSION: Session | None = None
+
+
 def _sqlite_file(uri: str) -> Path | None:
     match = re.match(r"^sqlite(?:\+\w+)?:///([^?]+)", uri)
     return Path(match.group(1)) if match and match.group(1) != ":memory:" else None
@@ -56,9 +72,6 @@ def isolate(environ: MutableMapping[str, str], home: Path) -> CallerAirflow:
     # A caller home that contains the private one (AIRFLOW_HOME=/tmp) changes by design.
     watched = [w for w in watched if not home.absolute().is_relative_to(w)]
     return CallerAirflow(removed, tuple(dict.fromkeys(watched)))
-
-
-Snapshot = dict[str, tuple[str, int, int] | None]
 
 
 def watch(paths: Iterable[Path]) -> Snapshot:

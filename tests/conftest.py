@@ -26,8 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # ``AIRFLOW_HOME=.airflow``) is dropped, not merely defaulted: the suite must
 # neither see the demo's pools and runs nor write its own runs into them.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="convoy-airflow-"))
-CALLER_AIRFLOW = airflow_home.isolate(os.environ, _AIRFLOW_HOME)
-_CALLER_BEFORE = airflow_home.watch(CALLER_AIRFLOW.watched)
+_CALLER = airflow_home.isolate(os.environ, _AIRFLOW_HOME)
+airflow_home.SESSION = airflow_home.Session(
+    _AIRFLOW_HOME, _CALLER, airflow_home.watch(_CALLER.watched)
+)
 os.environ["CONVOY_RUNS_DIR"] = str(_AIRFLOW_HOME / "convoy-runs")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
@@ -37,7 +39,9 @@ os.environ.setdefault("NO_COLOR", "1")
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session if anything under the caller's Airflow home (or DB, config) changed."""
-    changed = airflow_home.changes(_CALLER_BEFORE, airflow_home.watch(CALLER_AIRFLOW.watched))
+    changed = airflow_home.changes(
+        airflow_home.SESSION.before, airflow_home.watch(airflow_home.SESSION.caller.watched)
+    )
     if not changed:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

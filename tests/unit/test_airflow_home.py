@@ -17,8 +17,10 @@ from pathlib import Path
 
 import airflow_home
 import pytest
-from conftest import _AIRFLOW_HOME, CALLER_AIRFLOW, REPO_ROOT
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SESSION = airflow_home.SESSION
+assert SESSION is not None, "tests/conftest.py isolates the session before tests are imported"
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 
 
@@ -47,13 +49,13 @@ def _caller(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def test_session_runs_in_its_own_home() -> None:
-    assert Path(os.environ["AIRFLOW_HOME"]) == _AIRFLOW_HOME
-    assert Path(os.environ["CONVOY_RUNS_DIR"]).is_relative_to(_AIRFLOW_HOME)
+    assert Path(os.environ["AIRFLOW_HOME"]) == SESSION.home
+    assert Path(os.environ["CONVOY_RUNS_DIR"]).is_relative_to(SESSION.home)
     assert "AIRFLOW_CONFIG" not in os.environ
     assert not any(k.startswith(("AIRFLOW__DATABASE__", "AIRFLOW_CONN_")) for k in os.environ)
     from airflow.configuration import conf
 
-    assert conf.get("database", "sql_alchemy_conn").startswith(f"sqlite:///{_AIRFLOW_HOME}")
+    assert conf.get("database", "sql_alchemy_conn").startswith(f"sqlite:///{SESSION.home}")
 
 
 def test_isolate_drops_what_the_caller_named(tmp_path: Path) -> None:
@@ -136,7 +138,7 @@ def test_a_session_writing_into_the_caller_home_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    bool(CALLER_AIRFLOW.watched),
+    bool(SESSION.caller.watched),
     reason="this session has a caller's Airflow home (make test): its end-of-session "
     "check covers the whole suite",
 )
