@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -85,13 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(diagnostic, file=sys.stderr)
             serve.error(f"argument --policy: {args.policy} is not a valid policy")
 
-    stop = threading.Event()
-
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        # Raised, not an Event.set(): a handler that takes the Event's lock can
+        # deadlock when the signal lands while the main thread re-acquires it.
+        raise _Stop
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     cluster = EmulatedCluster(args.tick_seconds, host=args.host, port=args.port)
     try:
         cluster.start()
@@ -107,22 +105,33 @@ def main(argv: list[str] | None = None) -> int:
             cluster.write_kubeconfig(args.kubeconfig, namespace=namespace)
         except OSError as exc:
             serve.error(f"argument --kubeconfig: cannot write {args.kubeconfig}: {_reason(exc)}")
-        print(cluster.url, flush=True)
         if args.ready_file is not None:
             try:
                 args.ready_file.write_text(cluster.url + "\n")
             except OSError as exc:
                 reason = _reason(exc)
                 serve.error(f"argument --ready-file: cannot write {args.ready_file}: {reason}")
-        while not stop.wait(HEALTH_CHECK_SECONDS):
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        print(cluster.url, flush=True)
+        while True:
+            time.sleep(HEALTH_CHECK_SECONDS)
             if not cluster.controller_alive:
                 error = cluster.controller_error
                 reason = f"{type(error).__name__}: {error}" if error is not None else "exited"
                 print(f"{PROG}: the simulated controller stopped ({reason})", file=sys.stderr)
                 return 1
+    except _Stop:
+        pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         cluster.stop()
     return 0
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT: stop serving."""
 
 
 if __name__ == "__main__":
