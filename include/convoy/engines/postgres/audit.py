@@ -20,19 +20,15 @@ attempted, because writes can no longer be ruled out.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 
-import psycopg
 from psycopg import sql
 
 from convoy.engines.base import RunContext
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
-from convoy.engines.postgres.locks import lock_key
+from convoy.engines.postgres.locks import lock_key, retry_lock_timeouts
 from convoy.engines.postgres.sql import Conn, TableName
 from convoy.engines.postgres.undo import not_convoy
-
-_RETRIES = 5
 
 _FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.convoy_capture() RETURNS trigger LANGUAGE plpgsql AS $convoy$
@@ -71,55 +67,49 @@ def install(conn: Conn, cfg: PostgresConfig, ctx: RunContext, tables: Sequence[T
     schema = sql.Identifier(cfg.backup_schema)
     target = sql.Identifier(cfg.backup_schema, audit_table(ctx))
     row_trigger, truncate_trigger = trigger_names(ctx)
-    for attempt in range(_RETRIES):
-        try:
-            with conn.transaction():
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(%s), set_config('lock_timeout', %s, true)",
-                    [lock_key("convoy-ddl", cfg.backup_schema), pg_interval(cfg.lock_timeout_s)],
-                )
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-                conn.execute(sql.SQL(_FUNCTION).format(schema=schema))
+
+    def attempt() -> str:
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s), set_config('lock_timeout', %s, true)",
+                [lock_key("convoy-ddl", cfg.backup_schema), pg_interval(cfg.lock_timeout_s)],
+            )
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            conn.execute(sql.SQL(_FUNCTION).format(schema=schema))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY,"
+                    " source_schema text NOT NULL, source_table text NOT NULL,"
+                    " op text NOT NULL, xid xid8 NOT NULL, row_image jsonb,"
+                    " at timestamptz NOT NULL DEFAULT clock_timestamp())"
+                ).format(target)
+            )
+            arg = sql.Literal(target.as_string(conn))
+            function = sql.Identifier(cfg.backup_schema, "convoy_capture")
+            for table in tables:
+                if _has_trigger(conn, table, row_trigger):
+                    continue
                 conn.execute(
                     sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY,"
-                        " source_schema text NOT NULL, source_table text NOT NULL,"
-                        " op text NOT NULL, xid xid8 NOT NULL, row_image jsonb,"
-                        " at timestamptz NOT NULL DEFAULT clock_timestamp())"
-                    ).format(target)
+                        "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {}"
+                        " FOR EACH ROW WHEN {} EXECUTE FUNCTION {}({})"
+                    ).format(sql.Identifier(row_trigger), table.ident, not_convoy(), function, arg)
                 )
-                arg = sql.Literal(target.as_string(conn))
-                function = sql.Identifier(cfg.backup_schema, "convoy_capture")
-                for table in tables:
-                    if _has_trigger(conn, table, row_trigger):
-                        continue
-                    conn.execute(
-                        sql.SQL(
-                            "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {}"
-                            " FOR EACH ROW WHEN {} EXECUTE FUNCTION {}({})"
-                        ).format(
-                            sql.Identifier(row_trigger), table.ident, not_convoy(), function, arg
-                        )
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TRIGGER {} AFTER TRUNCATE ON {}"
+                        " FOR EACH STATEMENT WHEN {} EXECUTE FUNCTION {}({})"
+                    ).format(
+                        sql.Identifier(truncate_trigger),
+                        table.ident,
+                        not_convoy(),
+                        function,
+                        arg,
                     )
-                    conn.execute(
-                        sql.SQL(
-                            "CREATE TRIGGER {} AFTER TRUNCATE ON {}"
-                            " FOR EACH STATEMENT WHEN {} EXECUTE FUNCTION {}({})"
-                        ).format(
-                            sql.Identifier(truncate_trigger),
-                            table.ident,
-                            not_convoy(),
-                            function,
-                            arg,
-                        )
-                    )
-            return audit_table(ctx)
-        except psycopg.errors.LockNotAvailable:
-            # CREATE TRIGGER waits for the application's open write transactions
-            if attempt == _RETRIES - 1:
-                raise
-            time.sleep(min(5.0, 0.2 * 2**attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
+                )
+        return audit_table(ctx)
+
+    return retry_lock_timeouts(attempt)
 
 
 def _has_trigger(conn: Conn, table: TableName, name: str) -> bool:
@@ -161,25 +151,22 @@ def writes_after(
 
 def remove(conn: Conn, cfg: PostgresConfig, ctx: RunContext, tables: Sequence[TableName]) -> None:
     """Stop capturing (the audit table stays, as the record). Idempotent."""
-    for attempt in range(_RETRIES):
-        try:
-            with conn.transaction():
-                conn.execute(
-                    "SELECT set_config('lock_timeout', %s, true)", [pg_interval(cfg.lock_timeout_s)]
-                )
-                for table in tables:
-                    if conn.execute(
-                        "SELECT to_regclass(%s)", [table.ident.as_string(conn)]
-                    ).fetchone() == (None,):
-                        continue
-                    for name in trigger_names(ctx):
-                        conn.execute(
-                            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                                sql.Identifier(name), table.ident
-                            )
+
+    def attempt() -> None:
+        with conn.transaction():
+            conn.execute(
+                "SELECT set_config('lock_timeout', %s, true)", [pg_interval(cfg.lock_timeout_s)]
+            )
+            for table in tables:
+                if conn.execute(
+                    "SELECT to_regclass(%s)", [table.ident.as_string(conn)]
+                ).fetchone() == (None,):
+                    continue
+                for name in trigger_names(ctx):
+                    conn.execute(
+                        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                            sql.Identifier(name), table.ident
                         )
-            return
-        except psycopg.errors.LockNotAvailable:
-            if attempt == _RETRIES - 1:
-                raise
-            time.sleep(min(5.0, 0.2 * 2**attempt))
+                    )
+
+    retry_lock_timeouts(attempt)

@@ -10,10 +10,40 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
 
 from convoy.engines.errors import LockHolder, LockTimeout
 from convoy.engines.locking import ScopedLock
 from convoy.engines.postgres.sql import Conn
+
+T = TypeVar("T")
+
+#: Tries of a transaction that gave up waiting for a row or table lock (``lock_timeout``).
+LOCK_TIMEOUT_TRIES = 5
+
+
+def retry_lock_timeouts(
+    attempt: Callable[[], T], *, on_retry: Callable[[int], None] | None = None
+) -> T:
+    """``attempt()`` (one transaction), again with backoff when it hit ``lock_timeout``.
+
+    The application's open transactions hold the locks a batch or a
+    ``CREATE TRIGGER`` waits for; a short ``lock_timeout`` retried keeps
+    convoy from queueing the application's writers behind it.
+    """
+    for n in range(LOCK_TIMEOUT_TRIES):
+        try:
+            return attempt()
+        except psycopg.errors.LockNotAvailable:
+            if n == LOCK_TIMEOUT_TRIES - 1:
+                raise
+            if on_retry is not None:
+                on_retry(n)
+            time.sleep(min(5.0, 0.2 * 2**n))
+    raise AssertionError("unreachable")  # pragma: no cover
+
 
 _HOLDERS = """
 SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''),

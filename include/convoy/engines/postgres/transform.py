@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from convoy.engines.base import Partition, RunContext, TransformResult
@@ -28,6 +27,7 @@ from convoy.engines.errors import (
 from convoy.engines.postgres import undo
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.dry_run import rolled_back
+from convoy.engines.postgres.locks import retry_lock_timeouts
 from convoy.engines.postgres.sql import (
     Conn,
     TableName,
@@ -40,7 +40,6 @@ from convoy.policy.models import PostgresDatastore, SqlTransform
 
 _INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 _LOCK_NOT_AVAILABLE = "55P03"
-_BATCH_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -330,24 +329,23 @@ class TransformRunner:
         """One batch in its own transaction with its checkpoint; (selected, last key, updated)."""
         after, params = self._after(last_key)
         query = self._batch_sql(after)
-        for attempt in range(_BATCH_RETRIES):
-            try:
-                with self.conn.transaction():
-                    row = self.conn.execute(
-                        query,
-                        {**self.params, **params, "convoy_limit": self.spec.batch_size},
-                    ).fetchone()
-                    selected, new_last, updated = (
-                        (int(row[0]), row[1], int(row[2])) if row else (0, None, 0)
-                    )
-                    self._save_checkpoint(new_last, updated, done=selected == 0)
-                return selected, new_last, updated
-            except psycopg.errors.LockNotAvailable:
-                if attempt == _BATCH_RETRIES - 1:
-                    raise
-                self.ctx.log(f"{self._label()}: batch waited longer than lock_timeout, retrying")
-                time.sleep(min(5.0, 0.2 * 2**attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def attempt() -> tuple[int, str | None, int]:
+            with self.conn.transaction():
+                row = self.conn.execute(
+                    query,
+                    {**self.params, **params, "convoy_limit": self.spec.batch_size},
+                ).fetchone()
+                selected, new_last, updated = (
+                    (int(row[0]), row[1], int(row[2])) if row else (0, None, 0)
+                )
+                self._save_checkpoint(new_last, updated, done=selected == 0)
+            return selected, new_last, updated
+
+        def waited(_: int) -> None:
+            self.ctx.log(f"{self._label()}: batch waited longer than lock_timeout, retrying")
+
+        return retry_lock_timeouts(attempt, on_retry=waited)
 
     # -- throttle ---------------------------------------------------------
     def _pressure(self) -> str | None:

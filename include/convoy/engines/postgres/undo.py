@@ -25,20 +25,19 @@ convoy's own sessions set ``convoy.actor = 'convoy'``; the trigger skips them
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from convoy.engines.base import RunContext
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
-from convoy.engines.postgres.locks import lock_key
+from convoy.engines.postgres.locks import lock_key, retry_lock_timeouts
 from convoy.engines.postgres.sql import Conn, TableName
 from convoy.observe.progress import Progress
 
@@ -47,7 +46,6 @@ ACTOR_SETTING = "convoy.actor"
 ACTOR = "convoy"
 #: Conflicting keys listed in results and reports (all stay in the undo table).
 MAX_LISTED_CONFLICTS = 100
-_DDL_RETRIES = 5
 
 _REGISTRY_DDL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -210,64 +208,60 @@ def prepare(
     source = _resolved(conn, table)
     columns = tuple(c for c, _ in trigger.set_)
     undo_table, trigger_name, function = names(ctx, transform)
-    for attempt in range(_DDL_RETRIES):
-        try:
-            with conn.transaction():
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(%s), set_config('lock_timeout', %s, true)",
-                    [
-                        lock_key("convoy-undo", cfg.backup_schema, ctx.run_id, transform),
-                        pg_interval(cfg.lock_timeout_s),
-                    ],
-                )
-                found = [t for t in tables(conn, cfg, ctx) if t.transform == transform]
-                if found:
-                    return found[0]
-                _create(conn, cfg, source, key, columns, undo_table)
-                row = conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {}.undo_log (run_id, datastore, policy, transform,"
-                        " source_schema, source_table, key_column, columns, undo_table,"
-                        " trigger_name, function_name, data_interval_start, data_interval_end)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"
-                        " RETURNING id"
-                    ).format(sql.Identifier(cfg.backup_schema)),
-                    [
-                        ctx.run_id,
-                        ctx.datastore.name,
-                        ctx.policy_name,
-                        transform,
-                        source.schema,
-                        source.name,
-                        key,
-                        Jsonb(list(columns)),
-                        undo_table,
-                        trigger_name,
-                        function,
-                        trigger.params.get("data_interval_start"),
-                        trigger.params.get("data_interval_end"),
-                    ],
-                ).fetchone()
-                assert row is not None
-                _create_trigger(
-                    conn, cfg, source, key, _bound(cfg, int(row[0]), trigger), undo_table,
-                    trigger_name, function,
-                )  # fmt: skip
-            ctx.log(
-                f"{ctx.datastore.name}: transform {transform} keeps before-images in "
-                f"{cfg.backup_schema}.{undo_table}; trigger {trigger_name} on {source} "
-                "transforms the application's writes while the run is in flight"
+
+    def attempt() -> UndoTable:
+        with conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s), set_config('lock_timeout', %s, true)",
+                [
+                    lock_key("convoy-undo", cfg.backup_schema, ctx.run_id, transform),
+                    pg_interval(cfg.lock_timeout_s),
+                ],
             )
-            return UndoTable(
-                int(row[0]), transform, source, key, columns, undo_table, trigger_name,
-                function, False,
+            found = [t for t in tables(conn, cfg, ctx) if t.transform == transform]
+            if found:
+                return found[0]
+            _create(conn, cfg, source, key, columns, undo_table)
+            row = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.undo_log (run_id, datastore, policy, transform,"
+                    " source_schema, source_table, key_column, columns, undo_table,"
+                    " trigger_name, function_name, data_interval_start, data_interval_end)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"
+                    " RETURNING id"
+                ).format(sql.Identifier(cfg.backup_schema)),
+                [
+                    ctx.run_id,
+                    ctx.datastore.name,
+                    ctx.policy_name,
+                    transform,
+                    source.schema,
+                    source.name,
+                    key,
+                    Jsonb(list(columns)),
+                    undo_table,
+                    trigger_name,
+                    function,
+                    trigger.params.get("data_interval_start"),
+                    trigger.params.get("data_interval_end"),
+                ],
+            ).fetchone()
+            assert row is not None
+            _create_trigger(
+                conn, cfg, source, key, _bound(cfg, int(row[0]), trigger), undo_table,
+                trigger_name, function,
             )  # fmt: skip
-        except psycopg.errors.LockNotAvailable:
-            # CREATE TRIGGER waits for the application's open write transactions
-            if attempt == _DDL_RETRIES - 1:
-                raise
-            time.sleep(min(5.0, 0.2 * 2**attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
+        ctx.log(
+            f"{ctx.datastore.name}: transform {transform} keeps before-images in "
+            f"{cfg.backup_schema}.{undo_table}; trigger {trigger_name} on {source} "
+            "transforms the application's writes while the run is in flight"
+        )
+        return UndoTable(
+            int(row[0]), transform, source, key, columns, undo_table, trigger_name,
+            function, False,
+        )  # fmt: skip
+
+    return retry_lock_timeouts(attempt)
 
 
 def _create(
@@ -433,44 +427,41 @@ def batch_update(
 
 def drop_triggers(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> list[str]:
     """Remove this run's in-flight triggers (revert and run completion). Idempotent."""
-    dropped: list[str] = []
-    for t in tables(conn, cfg, ctx):
-        for attempt in range(_DDL_RETRIES):
-            try:
-                with conn.transaction():
-                    conn.execute(
-                        "SELECT set_config('lock_timeout', %s, true)",
-                        [pg_interval(cfg.lock_timeout_s)],
+
+    def drop(t: UndoTable) -> bool:
+        with conn.transaction():
+            conn.execute(
+                "SELECT set_config('lock_timeout', %s, true)", [pg_interval(cfg.lock_timeout_s)]
+            )
+            present = conn.execute(
+                "SELECT 1 FROM pg_trigger WHERE tgname = %s AND tgrelid = to_regclass(%s)",
+                [t.trigger, t.source.ident.as_string(conn)],
+            ).fetchone()
+            if present:
+                conn.execute(
+                    sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                        sql.Identifier(t.trigger), t.source.ident
                     )
-                    present = conn.execute(
-                        "SELECT 1 FROM pg_trigger WHERE tgname = %s AND tgrelid = to_regclass(%s)",
-                        [t.trigger, t.source.ident.as_string(conn)],
-                    ).fetchone()
-                    if present:
-                        conn.execute(
-                            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                                sql.Identifier(t.trigger), t.source.ident
-                            )
-                        )
-                        dropped.append(f"{t.trigger} on {t.source}")
-                    conn.execute(
-                        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
-                            sql.Identifier(cfg.backup_schema, t.function)
-                        )
-                    )
-                    conn.execute(
-                        sql.SQL(
-                            "UPDATE {}.undo_log SET completed_at = coalesce(completed_at, now())"
-                            " WHERE id = %s"
-                        ).format(sql.Identifier(cfg.backup_schema)),
-                        [t.id],
-                    )
-                break
-            except psycopg.errors.LockNotAvailable:
-                if attempt == _DDL_RETRIES - 1:
-                    raise
-                time.sleep(min(5.0, 0.2 * 2**attempt))
-    return dropped
+                )
+            conn.execute(
+                sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
+                    sql.Identifier(cfg.backup_schema, t.function)
+                )
+            )
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.undo_log SET completed_at = coalesce(completed_at, now())"
+                    " WHERE id = %s"
+                ).format(sql.Identifier(cfg.backup_schema)),
+                [t.id],
+            )
+        return present is not None
+
+    return [
+        f"{t.trigger} on {t.source}"
+        for t in tables(conn, cfg, ctx)
+        if retry_lock_timeouts(functools.partial(drop, t))
+    ]
 
 
 def pending(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> int:
