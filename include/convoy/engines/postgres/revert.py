@@ -403,7 +403,8 @@ def revert(
     half_applied = [e for e in mine if not e.success and not e.rolled_back]
     all_backups = manifest(conn, cfg, ctx)
     backups = [r for r in all_backups if not r.restored]
-    undo_tables = [t for t in undo.tables(conn, cfg, ctx) if not t.reverted]
+    all_undo_tables = undo.tables(conn, cfg, ctx)
+    undo_tables = [t for t in all_undo_tables if not t.reverted]
 
     undo_plan: list[tuple[HistoryEntry, MigrationFile]] = []
     needs_backup: list[HistoryEntry] = list(half_applied)
@@ -460,7 +461,7 @@ def revert(
     )
     undo.drop_triggers(conn, cfg, ctx)
     outcome = undo.UndoOutcome()
-    for t in undo.tables(conn, cfg, ctx):
+    for t in all_undo_tables:
         if t.reverted:
             outcome.add(undo.outcome_counts(conn, cfg, t))
             continue
