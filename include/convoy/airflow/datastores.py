@@ -450,10 +450,8 @@ def complete(*, policy_path: str, datastores: list[str], **context: Any) -> list
             continue
         try:
             policy_name, ds, base_dir = load_datastore(policy_path, name)
-            finish = getattr(build_engine(ds), "complete", None)
-            if finish is not None:
-                ctx = run_context(policy_name, ds, base_dir, context)
-                done += [f"{name}: {line}" for line in finish(ctx)]
+            ctx = run_context(policy_name, ds, base_dir, context)
+            done += [f"{name}: {line}" for line in build_engine(ds).complete(ctx)]
         except Exception:
             log.exception("%s: could not complete the run's datastore work", name)
     return done

@@ -235,6 +235,10 @@ class DatastoreEngine(Protocol):
 
     def revert(self, ctx: RunContext, *, dry_run: bool = False) -> RevertResult: ...
 
+    def complete(self, ctx: RunContext) -> list[str]:
+        """End what a finished, not reverted run left in flight; what was removed."""
+        ...
+
     def history(self, ctx: RunContext) -> list[HistoryEntry]: ...
 
 

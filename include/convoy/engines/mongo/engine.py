@@ -214,6 +214,10 @@ class MongoEngine:
                 self.db, self.config, ctx, files, lock, dry_run=False, fault=self._fault
             )
 
+    def complete(self, ctx: RunContext) -> list[str]:
+        """Nothing stays in flight after a MongoDB run (no triggers, no capture)."""
+        return []
+
     def history(self, ctx: RunContext) -> list[HistoryEntry]:
         return changelog.to_history(changelog.load(self.db, self.config, ctx.datastore.name))
 
