@@ -9,6 +9,11 @@ whose ``doc_md`` shows the diagnostics (``file:line:col: field: message``) and
 whose only task, ``policy_error``, fails with them. The error is also logged
 and emitted as a Python warning (the DagBag's ``captured_warnings``); all of
 them carry the message redacted (:mod:`convoy.redaction`).
+
+A task process parses the DAG file too, to find its task. Airflow then sets the
+parsing context (:func:`airflow.sdk.get_parsing_context`) to the task's DAG,
+and only the policy file(s) that can define that ``dag_id`` are loaded and
+built, so a task's start-up does not grow with the number of policies.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import warnings
 from pathlib import Path
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, get_parsing_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from convoy.airflow import config
 from convoy.airflow.dag_builder import build_dag
 from convoy.policy import PolicyError, declared_name, discover_policies, load_policy
+from convoy.policy.files import POLICY_MAX_BYTES, FileRefused, read_regular
 from convoy.redaction import get_logger, redact
 
 log = get_logger(__name__)
@@ -48,8 +54,11 @@ def _declared_name(path: Path) -> str | None:
     return name if name is not None and _DAG_ID_OK.match(name) else None
 
 
+_FALLBACK_PREFIX = "convoy-invalid-"
+
+
 def _fallback_id(path: Path) -> str:
-    return "convoy-invalid-" + re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem)[:150]
+    return _FALLBACK_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem)[:150]
 
 
 def _fail(*, message: str) -> None:
@@ -89,11 +98,56 @@ def _report(path: Path, message: str) -> None:
     warnings.warn(f"invalid policy {path}:\n{message}", PolicyWarning, stacklevel=3)
 
 
-def register_policies(directory: str | Path) -> dict[str, DAG]:
-    """One DAG per policy in ``directory`` (sorted by file name), keyed by ``dag_id``."""
+def _may_define(path: Path, dag_id: str) -> bool:
+    """Whether the file at ``path`` declares ``metadata.name: <dag_id>`` (cheap, conservative).
+
+    The name is only parsed when the file's bytes hold ``dag_id`` or an escape
+    (a double-quoted YAML string may spell the name with escapes).
+    """
+    try:
+        raw = read_regular(path, POLICY_MAX_BYTES, "policy file")
+    except FileRefused:
+        return False
+    if dag_id.encode() not in raw and b"\\" not in raw:
+        return False
+    return _declared_name(path) == dag_id
+
+
+def policy_files(directory: str | Path, dag_id: str | None = None) -> list[Path]:
+    """The policy files of ``directory`` to load; with ``dag_id``, only those that can define it.
+
+    Registering the returned files yields the same DAG ``dag_id`` as registering
+    them all: the files that declare the name keep their order (the first
+    valid or invalid one owns it), the others cannot take it. A placeholder's
+    fallback id depends on the other files (a duplicate name falls back), so
+    for those, and when no file declares ``dag_id``, every file is returned.
+    """
+    paths = discover_policies(directory)
+    if dag_id is None or dag_id.startswith(_FALLBACK_PREFIX):
+        return paths
+    wanted = [p for p in paths if _may_define(p, dag_id)]
+    return wanted or paths
+
+
+def register_policies(directory: str | Path, *, dag_id: str | None = None) -> dict[str, DAG]:
+    """One DAG per policy in ``directory`` (sorted by file name), keyed by ``dag_id``.
+
+    ``dag_id`` (default: the parsing context's, set when a task process parses
+    the DAG file) restricts the work to the files that can define that DAG.
+    """
+    if dag_id is None:
+        dag_id = get_parsing_context().dag_id
+    paths = policy_files(directory, dag_id)
+    dags = _register(paths)
+    if dag_id is not None and dag_id in dags and len(dags) > 1:
+        return {dag_id: dags[dag_id]}
+    return dags
+
+
+def _register(paths: list[Path]) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
     origin: dict[str, Path] = {}
-    for path in discover_policies(directory):
+    for path in paths:
         try:
             loaded = load_policy(path)
             name = loaded.policy.metadata.name
