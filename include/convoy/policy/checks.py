@@ -15,6 +15,7 @@ from croniter import croniter
 
 from convoy.policy import names
 from convoy.policy.alerts import alert_target_errors
+from convoy.policy.analysis_checks import check_analysis
 from convoy.policy.datastore_checks import check_conn_id, check_datastores
 from convoy.policy.errors import Diagnostic
 from convoy.policy.graph import find_cycles
@@ -58,6 +59,7 @@ def check_policy(
     _check_alerts(reporter, mapping(data.get("alerts")))
     _check_approval(reporter, data.get("approval"))
     services = _check_services(reporter, data.get("services"))
+    check_analysis(reporter, data)
     migrations = check_datastores(
         reporter, data, set(services), base_dir, known_expectations=known_expectations
     )

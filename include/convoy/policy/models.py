@@ -20,6 +20,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from convoy.policy.analysis import AnalysisTemplate, Canary
+
 API_VERSION = "convoy/v1"
 KIND = "UpgradePolicy"
 
@@ -83,6 +85,12 @@ class RolloutSettings(_Model):
     progress_deadline_seconds: StrictInt = Field(
         600, ge=10, le=86_400, description="Time a service may take to become ready."
     )
+    analysis: tuple[StrictStr, ...] = Field(
+        (), description="Analysis templates run after every service's rollout (default)."
+    )
+    wave_analysis: tuple[StrictStr, ...] = Field(
+        (), description="Analysis templates run after each wave as a whole."
+    )
 
 
 class Workload(_Model):
@@ -97,6 +105,10 @@ class Service(_Model):
         min_length=1, description="Container name -> new image (tag or digest)."
     )
     depends_on: tuple[StrictStr, ...] = Field((), description="Services to roll out first.")
+    analysis: tuple[StrictStr, ...] | None = Field(
+        None, description="Analysis templates after the rollout; replaces rollout.analysis."
+    )
+    canary: Canary | None = Field(None, description="Canary steps (Deployment, StatefulSet).")
 
 
 class SqlTransform(_Model):
@@ -220,6 +232,9 @@ class Policy(_Model):
     kubernetes: KubernetesSettings
     rollout: RolloutSettings = RolloutSettings()
     services: tuple[Service, ...] = Field(min_length=1)
+    analysis_templates: tuple[AnalysisTemplate, ...] = Field(
+        (), description="Named metric checks that services, canary steps and waves refer to."
+    )
     datastores: tuple[Datastore, ...] = ()
     rollback: RollbackSettings = RollbackSettings()
     alerts: AlertSettings = AlertSettings()
