@@ -58,7 +58,16 @@ def test_other_failures_stay_retryable(dag: Any, result: dict[str, Any] | None) 
     task.raise_if_deterministic(AirflowException("Pod returned a failure"))  # no raise
 
 
-def test_reverts_retry_every_error(dag: Any) -> None:
+def test_reverts_retry_what_may_be_fixed_meanwhile(dag: Any) -> None:
     task = dag.task_dict["rollback.revert_cart"]
     _after_pod(task, _failure("PodFailure"))
     task.raise_if_deterministic(AirflowException("Pod returned a failure"))  # no raise
+
+
+@pytest.mark.parametrize("error", ["WorkloadNotFound", "ContainerNotFound", "NothingToRevert"])
+def test_reverts_fail_at_once_when_no_retry_can_help(dag: Any, error: str) -> None:
+    """Same rule as a local revert: the workload or container is gone, nothing to revert."""
+    task = dag.task_dict["rollback.revert_cart"]
+    _after_pod(task, {**_failure(error), "action": "revert"})
+    with pytest.raises(AirflowFailException, match=f"revert of cart failed: {error} on cart"):
+        task.raise_if_deterministic(AirflowException("Pod returned a failure"))

@@ -26,7 +26,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from convoy.airflow import config, runtime
+from convoy.airflow import config, retries, runtime
 from convoy.engines.base import DatastoreEngine, Partition, RunContext
 from convoy.observe import metrics
 from convoy.policy.loader import load_policy
@@ -39,8 +39,6 @@ Datastore = PostgresDatastore | MongoDatastore
 
 #: States meaning "this task did (or tried to do) something in this run".
 RAN_STATES = frozenset({"success", "failed", "up_for_retry", "running"})
-#: Engine errors left to Airflow's retries (another writer, throttling); others fail at once.
-RETRIABLE_ERRORS = frozenset({"LockTimeout", "Throttled", "LockLost"})
 
 
 # --------------------------------------------------------------------------- connections
@@ -181,10 +179,7 @@ class _Stage:
 
 def _fail_deterministic(what: str, exc: Exception) -> None:
     """Engine refusals (checksums, unsafe input, failed migration...) are not retried."""
-    from convoy.engines.errors import EngineError
-
-    if isinstance(exc, EngineError) and type(exc).__name__ not in RETRIABLE_ERRORS:
-        raise AirflowFailException(f"{what}: {exc}") from exc
+    retries.fail_unless_retriable(what, exc)
 
 
 # --------------------------------------------------------------------------- stages

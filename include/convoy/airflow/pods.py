@@ -12,11 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import Configuration
 from kubernetes.client import models as k8s
 
-from convoy.airflow import config, runtime
+from convoy.airflow import config, retries, runtime
 from convoy.plan import Plan, RolloutStep
 from convoy.policy.models import KubernetesSettings
 
@@ -95,10 +94,9 @@ class RolloutPodOperator(KubernetesPodOperator):
     _convoy_context: Mapping[str, Any] | None = None
     _convoy_started: float | None = None
     _convoy_result: Mapping[str, Any] | None = None
-    #: Deterministic rollout failures (crash loop, deadline, forbidden...) fail the
-    #: task at once, as in local mode, so the rollback starts without waiting for
-    #: retries that would fail the same way. Reverts retry every error.
-    fail_fast: bool = True
+    #: Whether a failure is classified as a revert's (``retriable_in_revert``) or an
+    #: apply's (``retriable``): :mod:`convoy.airflow.retries`, as in local mode.
+    reverting: bool = False
 
     def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         """Adjust the rendered arguments; a returned dict is the result without a pod."""
@@ -123,23 +121,16 @@ class RolloutPodOperator(KubernetesPodOperator):
     def raise_if_deterministic(self, exc: Exception) -> None:
         """Turn a failed pod into a no-retry failure when its result says retrying is futile.
 
-        The runner's JSON names the error class (``convoy.rollout.errors``); an
-        unavailable API server, an error outside those classes or a pod that
-        left no result stays retryable.
+        The runner's JSON names the error class (``convoy.rollout.errors``), which
+        says whether it is retriable (:func:`convoy.airflow.retries.is_retriable_name`);
+        an error outside those classes or a pod that left no result stays retryable.
         """
         result = self._convoy_result
-        if not self.fail_fast or result is None or result.get("ok") is not False:
+        if result is None or result.get("ok") is not False:
             return
-        from convoy.rollout import errors
-
-        kind = getattr(errors, str(result.get("error", "")), None)
-        if (
-            isinstance(kind, type)
-            and issubclass(kind, errors.RolloutError)
-            and not issubclass(kind, errors.ApiUnavailable)
-        ):
-            message = f"rollout of {self.service} failed: {result.get('message')}"
-            raise AirflowFailException(message) from exc
+        if not retries.is_retriable_name(str(result.get("error", "")), revert=self.reverting):
+            action = "revert" if self.reverting else "rollout"
+            retries.fail(f"{action} of {self.service} failed: {result.get('message')}", exc)
 
     def extract_xcom(self, pod: k8s.V1Pod, *, ignore_kill_failure: bool = True) -> Any:
         # The KPO drops the sidecar result when the pod failed; keep it under our
@@ -199,7 +190,7 @@ class RevertPodOperator(RolloutPodOperator):
     """
 
     apply_task_id: str = ""
-    fail_fast = False
+    reverting = True
 
     def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         # Never skips: a skipped revert would skip the older waves' reverts after it.

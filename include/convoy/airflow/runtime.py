@@ -251,10 +251,9 @@ def _failed(result: Mapping[str, Any]) -> bool:
 
 def _fail_or_retry(what: str, exc: Exception) -> None:
     """Deterministic rollout failures fail at once; API trouble is left to retries."""
-    from convoy.rollout.errors import ApiUnavailable, RolloutError
+    from convoy.airflow import retries
 
-    if isinstance(exc, RolloutError) and not isinstance(exc, ApiUnavailable):
-        raise AirflowFailException(f"{what} failed: {exc}") from exc
+    retries.fail_unless_retriable(f"{what} failed", exc)
 
 
 def rollout_local(
@@ -434,10 +433,9 @@ def revert_local(
 def _fail_revert(what: str, exc: Exception) -> None:
     """Reverts retry everything (RBAC, API, conflicts can be fixed meanwhile) except
     what a retry cannot change: the workload or container is gone, nothing to revert."""
-    from convoy.rollout.errors import ContainerNotFound, NothingToRevert, WorkloadNotFound
+    from convoy.airflow import retries
 
-    if isinstance(exc, ContainerNotFound | NothingToRevert | WorkloadNotFound):
-        raise AirflowFailException(f"{what} failed: {exc}") from exc
+    retries.fail_unless_retriable(f"{what} failed", exc, revert=True)
 
 
 # --------------------------------------------------------------------------- gates / report

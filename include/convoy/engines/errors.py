@@ -7,14 +7,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from convoy.engines.base import RevertResult
 
 
 class EngineError(Exception):
-    """Base class of every datastore engine error."""
+    """Base class of every datastore engine error.
+
+    ``retriable`` says what the Airflow task does with it
+    (:func:`convoy.airflow.retries.is_retriable`): ``True`` leaves it to the task's
+    retries (another writer holds the datastore, the database throttles us: a
+    later try can succeed); ``False``, the default, fails the task at once, because
+    a retry would fail the same way (checksums, unsafe input, a failed migration...)
+    and the rollback should not wait for it.
+    """
+
+    retriable: ClassVar[bool] = False
 
 
 class UnsafeIdentifier(EngineError):
@@ -107,6 +117,8 @@ class LockHolder:
 class LockTimeout(EngineError):
     """The datastore's advisory lock stayed taken for longer than the timeout."""
 
+    retriable = True
+
     def __init__(self, lock: str, waited_s: float, holders: Sequence[LockHolder]) -> None:
         self.lock = lock
         self.waited_s = waited_s
@@ -169,6 +181,8 @@ class MigrationsUnreadable(EngineError):
 
 class Throttled(EngineError):
     """A transform stayed paused (replication lag or lock waits) for too long."""
+
+    retriable = True
 
     def __init__(self, transform: str, paused_s: float, reason: str) -> None:
         self.transform = transform

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 
 class RolloutError(Exception):
-    """Base of every rollout failure; ``to_dict()`` is what the CLI prints."""
+    """Base of every rollout failure; ``to_dict()`` is what the CLI prints.
+
+    Two class attributes say what the Airflow task does with it
+    (:func:`convoy.airflow.retries.is_retriable`, also for a rollout pod whose
+    JSON result names the class):
+
+    - ``retriable``: an *apply* step that fails with it is left to Airflow's
+      retries. Only for trouble that goes away by itself (the API server);
+      the default ``False`` fails the task at once (crash loop, deadline,
+      forbidden...), so the rollback starts without waiting for retries that
+      would fail the same way.
+    - ``retriable_in_revert``: a *revert* step retries by default (RBAC, the API
+      server, conflicts can be fixed meanwhile, and the rollback should get
+      through); ``False`` for what no retry can change (the workload or container
+      is gone, nothing to revert).
+    """
+
+    retriable: ClassVar[bool] = False
+    retriable_in_revert: ClassVar[bool] = True
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -21,6 +39,8 @@ class RolloutError(Exception):
 class WorkloadNotFound(RolloutError):
     """The Deployment/StatefulSet/DaemonSet does not exist in the namespace."""
 
+    retriable_in_revert = False
+
     def __init__(self, namespace: str, kind: str, name: str) -> None:
         super().__init__(
             f'{kind} "{name}" not found in namespace "{namespace}"',
@@ -32,6 +52,8 @@ class WorkloadNotFound(RolloutError):
 
 class ContainerNotFound(RolloutError):
     """The target names a container the workload's pod template does not have."""
+
+    retriable_in_revert = False
 
     def __init__(self, kind: str, name: str, missing: list[str], existing: list[str]) -> None:
         super().__init__(
@@ -123,6 +145,8 @@ class ConflictRetriesExhausted(RolloutError):
 class ApiUnavailable(RolloutError):
     """The API server kept failing (5xx, 429 or connection errors) after the retries."""
 
+    retriable = True
+
 
 class UnsupportedUpdateStrategy(RolloutError):
     """The workload's update strategy (e.g. OnDelete) never rolls pods by itself."""
@@ -130,6 +154,8 @@ class UnsupportedUpdateStrategy(RolloutError):
 
 class NothingToRevert(RolloutError):
     """Revert was asked without images and the workload has no previous-images annotation."""
+
+    retriable_in_revert = False
 
 
 __all__ = [

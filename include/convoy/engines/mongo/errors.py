@@ -46,6 +46,8 @@ class UnknownCollection(EngineError):
 class LockLost(EngineError):
     """The lock document was taken over (it expired) while this run was working."""
 
+    retriable = True
+
     def __init__(self, lock: str, owner: str) -> None:
         self.lock = lock
         self.owner = owner
