@@ -84,9 +84,49 @@ def test_task_order_follows_plan(dag: Any, shop: Any) -> None:
     ]
     for earlier, later in itertools.pairwise(waves):
         assert max(position[t] for t in earlier) < min(position[t] for t in later)
-        for task_id in later:
-            assert set(dag.task_dict[task_id].upstream_task_ids) == set(earlier)
-            assert dag.task_dict[task_id].trigger_rule == "none_failed"
+    # Each rollout waits for its own dependsOn only, never for a whole wave.
+    upstream = {t: dag.task_dict[t].upstream_task_ids for w in waves for t in w}
+    assert upstream == {
+        "wave_0.rollout_currency": {"preflight"},
+        "wave_0.rollout_redis": {"preflight"},
+        "wave_1.rollout_cart": {"wave_0.rollout_redis"},
+        "wave_2.rollout_checkout": {"wave_0.rollout_currency", "wave_1.rollout_cart"},
+    }
+    assert all(dag.task_dict[t].trigger_rule == "none_failed" for t in upstream)
+    assert dag.max_active_tasks == shop.policy.rollout.max_parallel == 2
+
+
+def test_max_parallel_caps_the_run_without_barriers(write_policy: Callable[..., Path]) -> None:
+    """Two unrelated chains under maxParallel 1: no rollout waits for the other chain."""
+
+    def service(name: str, *deps: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "workload": {"kind": "Deployment", "name": name},
+            "containers": {"app": f"reg/{name}:2"},
+            "dependsOn": list(deps),
+        }
+
+    services = [service("a"), service("b"), service("c"), service("a2", "a"), service("b2", "b")]
+    data = policy_dict("chains", services=services, rollout={"maxParallel": 1})
+    loaded = load_policy(write_policy("chains.yaml", data))
+    plan = build_plan(loaded)
+    # The waves are the dependsOn levels whatever maxParallel says.
+    assert [list(w.services) for w in plan.waves] == [["a", "b", "c"], ["a2", "b2"]]
+    dag = build_dag(loaded, plan=plan)
+    assert dag.max_active_tasks == 1
+    up = {t.task_id: t.upstream_task_ids for t in dag.tasks if ".rollout_" in t.task_id}
+    assert up == {
+        "wave_0.rollout_a": {"preflight"},
+        "wave_0.rollout_b": {"preflight"},
+        "wave_0.rollout_c": {"preflight"},
+        "wave_1.rollout_a2": {"wave_0.rollout_a"},
+        "wave_1.rollout_b2": {"wave_0.rollout_b"},
+    }
+    # The report follows the ends of the chains (and the rollback).
+    assert {"wave_0.rollout_c", "wave_1.rollout_a2", "wave_1.rollout_b2"} <= (
+        dag.task_dict["report"].upstream_task_ids
+    )
 
 
 def test_rollback_group_reverse_order_and_trigger_rules(dag: Any) -> None:
@@ -165,7 +205,11 @@ def test_datastore_groups_placed_per_plan(write_policy: Callable[..., Path]) -> 
     assert t["datastore_early.backup"].upstream_task_ids == {"preflight"}
     assert t["datastore_early.migrate"].upstream_task_ids == {"datastore_early.backup"}
     assert t["wave_0.rollout_redis"].upstream_task_ids == {"datastore_early.migrate"}
-    assert t["datastore_mid.backup"].upstream_task_ids == {"wave_1.rollout_cart"}
+    # After wave 1: after every rollout so far (currency ends a chain of its own).
+    assert t["datastore_mid.backup"].upstream_task_ids == {
+        "wave_0.rollout_currency",
+        "wave_1.rollout_cart",
+    }
     assert t["wave_2.rollout_checkout"].upstream_task_ids == {"datastore_mid.migrate"}
     assert t["datastore_late.backup"].upstream_task_ids == {"wave_2.rollout_checkout"}
     assert "datastore_late.migrate" in t["report"].upstream_task_ids

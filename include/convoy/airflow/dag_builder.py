@@ -5,8 +5,9 @@ Shape (task ids)::
     preflight [-> approve (approval.required)]
       -> datastore_<name>.backup -> migrate -> partitions_<t> -> transform_<t> (mapped) ...
          -> validate                                              (after: [])
-      -> wave_0.rollout_<svc> ... -> datastore groups placed after wave n -> wave_n+1 ...
-      -> report -> outcome
+      -> wave_<n>.rollout_<svc>: each after its own dependsOn (waves group, never wait)
+      -> datastore groups placed after wave n (after every rollout so far) -> later waves ...
+      -> report -> outcome        (max_active_tasks = maxParallel)
     rollback.gate (all_done over every step) -> rollback.revert_data_<ds> (newest first)
       -> rollback.revert_<svc> (newest wave first) -> report
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
@@ -228,25 +228,50 @@ class _Builder:
         return group
 
     def forward(self, start: Task) -> list[Any]:
-        """Lay out datastore phases and waves in order after ``start``; return the last stage."""
-        last: list[Any] = [start]
+        """Lay out rollouts and datastore phases after ``start``; return the last tasks.
 
-        def then(nodes: Sequence[Any]) -> None:
-            nonlocal last
-            if not nodes:
-                return
-            for upstream in last:
-                upstream >> list(nodes)
-            last = list(nodes)
+        A rollout follows the rollouts of its own ``dependsOn`` and the latest
+        datastore phase before its wave (or ``start``), nothing else: waves
+        group the tasks, they are no barriers, so no service waits for an
+        unrelated one (the run's ``max_active_tasks`` caps them at
+        ``maxParallel``). A datastore phase placed after wave *n* follows every
+        rollout since the previous phase (through the last ones of their
+        chains), and the rollouts after it follow the phase.
+        """
+        barrier: list[Any] = [start]
+        barrier_wave = 0  # the first wave after ``barrier``
+        wave_of: dict[str, int] = {}
+        tasks: dict[str, Task] = {}
+        open_ends: dict[str, Task] = {}  # rollouts since the barrier that nothing follows yet
 
-        then([g for p in self.plan.phases_at(BEFORE_ROLLOUT) if (g := self.datastore_group(p))])
+        def phases(position: int) -> list[Any]:
+            return [g for p in self.plan.phases_at(position) if (g := self.datastore_group(p))]
+
+        def close(groups: list[Any]) -> None:
+            nonlocal barrier, open_ends
+            for upstream in open_ends.values() or barrier:
+                upstream >> groups
+            barrier, open_ends = groups, {}
+
+        if groups := phases(BEFORE_ROLLOUT):
+            close(groups)
         for wave in self.plan.waves:
-            with TaskGroup(config.wave_group_id(wave.index)) as group:
+            with TaskGroup(config.wave_group_id(wave.index)):
                 for step in wave.steps:
-                    self.apply_ids[step.service] = self.rollout_task(step).task_id
-            then([group])
-            then([g for p in self.plan.phases_at(wave.index) if (g := self.datastore_group(p))])
-        return last
+                    task = self.rollout_task(step)
+                    self.apply_ids[step.service] = task.task_id
+                    tasks[step.service] = task
+                    wave_of[step.service] = wave.index
+                    # Dependencies before the barrier are implied by it.
+                    deps = [tasks[d] for d in step.depends_on if wave_of[d] >= barrier_wave]
+                    task.set_upstream(deps or barrier)
+                    for d in step.depends_on:
+                        open_ends.pop(d, None)
+                    open_ends[step.service] = task
+            if groups := phases(wave.index):
+                close(groups)
+                barrier_wave = wave.index + 1
+        return list(open_ends.values()) or barrier
 
     # -- rollback ------------------------------------------------------------------
     def revert_images_task(self, undo: RevertImagesStep) -> Task:
@@ -371,6 +396,9 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         start_date=start,
         catchup=False,
         max_active_runs=1,
+        # maxParallel caps the run's running tasks (rollouts, reverts and the
+        # datastore tasks between them); waves are no barriers (``forward``).
+        max_active_tasks=plan.max_parallel,
         tags=sorted({"convoy", *(redact(t) for t in policy.metadata.tags)}),
         default_args=default_args(policy),
         render_template_as_native_obj=False,

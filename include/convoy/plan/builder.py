@@ -70,15 +70,19 @@ def topological_levels(deps: Mapping[str, Sequence[str]]) -> list[list[str]]:
 
 
 def _waves(policy: Policy, selected: tuple[str, ...]) -> tuple[Wave, ...]:
+    """One wave per ``dependsOn`` level, however wide.
+
+    ``maxParallel`` does not cut a level into chunks: it caps how many
+    services run at once (the DAG's ``max_active_tasks``), and a service
+    starts as soon as its own dependencies are done and a slot is free.
+    """
     by_name = {s.name: s for s in policy.services}
     levels = topological_levels({n: by_name[n].depends_on for n in selected})
-    size = policy.rollout.max_parallel
     namespace = policy.kubernetes.namespace
-    waves: list[Wave] = []
-    for level in levels:
-        for start in range(0, len(level), size):
-            index = len(waves)
-            steps = tuple(
+    return tuple(
+        Wave(
+            index=index,
+            steps=tuple(
                 RolloutStep(
                     service=name,
                     namespace=namespace,
@@ -88,10 +92,11 @@ def _waves(policy: Policy, selected: tuple[str, ...]) -> tuple[Wave, ...]:
                     depends_on=tuple(sorted(d for d in by_name[name].depends_on if d in selected)),
                     wave=index,
                 )
-                for name in level[start : start + size]
-            )
-            waves.append(Wave(index=index, steps=steps))
-    return tuple(waves)
+                for name in level
+            ),
+        )
+        for index, level in enumerate(levels)
+    )
 
 
 def _stage_details(ds: Datastore) -> list[tuple[DatastoreStage, str]]:

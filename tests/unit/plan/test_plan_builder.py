@@ -51,27 +51,20 @@ def test_waves_follow_depends_on(shop: Policy) -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("max_parallel", "expected"),
-    [
-        (1, [["a"], ["b"], ["c"], ["d"], ["e"]]),
-        (2, [["a", "b"], ["c", "d"], ["e"]]),
-        (3, [["a", "b", "c"], ["d", "e"]]),
-        (5, [["a", "b", "c", "d", "e"]]),
-        (9, [["a", "b", "c", "d", "e"]]),
-    ],
-)
-def test_max_parallel_splits_levels(max_parallel: int, expected: list[list[str]]) -> None:
+@pytest.mark.parametrize("max_parallel", [1, 2, 3, 5, 9])
+def test_max_parallel_never_splits_a_level(max_parallel: int) -> None:
+    """maxParallel caps services at once in the DAG run; it does not chunk waves."""
     policy = make_policy([svc(n) for n in "edcba"], max_parallel=max_parallel)
-    waves = build_plan(policy).waves
-    assert [list(w.services) for w in waves] == expected
-    assert all(len(w.steps) <= max_parallel for w in waves)
-    assert [w.index for w in waves] == list(range(len(expected)))
+    plan = build_plan(policy)
+    assert [list(w.services) for w in plan.waves] == [["a", "b", "c", "d", "e"]]
+    assert [w.index for w in plan.waves] == [0]
+    assert plan.max_parallel == max_parallel
 
 
-def test_split_level_keeps_dependents_after_it() -> None:
+def test_a_wide_level_stays_one_wave_and_dependents_follow_it() -> None:
     policy = make_policy([svc("a"), svc("b"), svc("c"), svc("d", "c")], max_parallel=2)
-    assert waves_of(policy) == [["a", "b"], ["c"], ["d"]]
+    assert waves_of(policy) == [["a", "b", "c"], ["d"]]
+    assert build_plan(policy).step("d").depends_on == ("c",)
 
 
 def test_rollout_step_fields(shop: Policy) -> None:
