@@ -33,6 +33,7 @@ from convoy.plan import (
     build_plan,
     render_text,
 )
+from convoy.plan.models import Position
 from convoy.policy.loader import LoadedPolicy
 from convoy.policy.models import Policy
 from convoy.redaction import redact
@@ -244,7 +245,7 @@ class _Builder:
         tasks: dict[str, Task] = {}
         open_ends: dict[str, Task] = {}  # rollouts since the barrier that nothing follows yet
 
-        def phases(position: int) -> list[Any]:
+        def phases(position: Position) -> list[Any]:
             return [g for p in self.plan.phases_at(position) if (g := self.datastore_group(p))]
 
         def close(groups: list[Any]) -> None:
