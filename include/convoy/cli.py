@@ -1,6 +1,7 @@
-"""The ``convoy`` command line: validate, plan, schema, render, report, settings.
+"""The ``convoy`` command line: validate, plan, schema, render, report, settings, status, db.
 
-Exit codes: 0 success, 1 invalid input or failed operation, 2 usage error.
+Exit codes: 0 success, 1 invalid input or failed operation, 2 usage error
+(``convoy status`` adds its verdicts' codes: :mod:`convoy.operate.cli`).
 No traceback reaches the user unless ``CONVOY_DEBUG=1`` asks for it. What a
 command prints passes through :func:`convoy.redaction.redact`.
 """
@@ -191,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file", nargs="?", default="airflow_settings.yaml", metavar="FILE")
     load.add_argument("--dry-run", action="store_true", help="show what would change only")
     load.set_defaults(func=cmd_settings_load)
+
+    from convoy.operate.cli import register as register_operate
+
+    register_operate(sub, _Parser)
     return parser
 
 

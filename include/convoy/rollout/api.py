@@ -108,6 +108,11 @@ class KubernetesIO:
         items = body.get("items") or []
         return (items[0] if items else None), str(body.get("metadata", {}).get("resourceVersion"))
 
+    def list_all(self, ref: WorkloadRef) -> list[dict[str, Any]]:
+        """LIST every workload of ``ref``'s kind in its namespace (``ref.name`` is ignored)."""
+        body = self._json("GET", ref.collection_path(), {}, verb="list", ref=ref)
+        return list(body.get("items") or [])
+
     def watch(
         self, ref: WorkloadRef, resource_version: str, timeout_seconds: float
     ) -> Iterator[dict[str, Any]]:

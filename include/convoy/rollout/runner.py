@@ -38,6 +38,9 @@ from convoy.rollout.status import RolloutState, container_images, diagnose, judg
 PREVIOUS_IMAGES = "convoy.dev/previous-images"
 REVERTED_FROM = "convoy.dev/reverted-from"
 RUN_ID = "convoy.dev/run-id"
+#: The images convoy last set on the workload's containers (by apply or revert): what
+#: ``convoy status`` compares the live images with to tell a hand change (drift).
+IMAGES = "convoy.dev/images"
 
 Action = Literal["apply", "revert", "status"]
 LogFn = Callable[[str], None]
@@ -430,6 +433,7 @@ class RolloutRunner:
             annotations[PREVIOUS_IMAGES] = json.dumps(dict(previous), sort_keys=True)
         else:
             annotations[REVERTED_FROM] = json.dumps(dict(previous), sort_keys=True)
+        annotations[IMAGES] = json.dumps({**previous, **changes}, sort_keys=True)
         if run_id:
             annotations[RUN_ID] = run_id
         return {
