@@ -132,7 +132,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_settings_load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from convoy.settings import load
+    from convoy.airflow.settings import load
 
     if not Path(args.file).is_file():
         raise UsageError(f"{args.file}: no such file")

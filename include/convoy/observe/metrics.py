@@ -1,8 +1,10 @@
 """Every metric convoy emits: names, types, labels, and one small function each.
 
-Metrics go through Airflow's ``Stats`` (``airflow.sdk.observability.stats``),
+Metrics go to a :class:`Sink` that the Airflow layer installs
+(:mod:`convoy.airflow.stats`, on import of ``convoy.airflow``): Airflow's ``Stats``,
 so the deployment's ``[metrics]`` settings (StatsD, DogStatsD, OpenTelemetry)
-apply unchanged. StatsD has no tags, so each label value is a dot-separated
+apply unchanged. Without a sink (a plain script, the rollout pod), samples are
+dropped. StatsD has no tags, so each label value is a dot-separated
 part of the name, after a fixed stem::
 
     <statsd_prefix>.convoy.rollout.services_rolled_out.<policy>.<service>
@@ -15,17 +17,17 @@ Label values are only names from the policy (policy, service, datastore,
 transform) or values of a small fixed set (outcome, phase, result, step):
 never run ids, dates or free text, so the number of series stays bounded.
 
-Rules: Airflow is imported lazily (``convoy.policy``/``convoy.plan`` stay
-Airflow-free and importing this module costs nothing), and emitting never
-raises into the caller: a broken metrics backend must not fail an upgrade.
+Rules: this module never imports Airflow (the sink is the adapter), and
+emitting never raises into the caller: a broken metrics backend must not fail
+an upgrade.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 from convoy.redaction import get_logger
 
@@ -226,24 +228,48 @@ def label_value(value: object) -> str:
 # --------------------------------------------------------------------------- emission
 
 
-def _stats() -> Any:
-    """Airflow's stats module, initialised from ``[metrics]`` if nobody did yet.
+class Sink(Protocol):
+    """Where samples go: the subset of Airflow's ``Stats`` interface convoy uses."""
 
-    The task runner initialises it; ``airflow dags test``, the CLI and plain
-    subprocesses do not, so without this the metrics would go to a no-op logger.
-    """
-    from airflow.sdk._shared.observability.metrics import stats as shared
-    from airflow.sdk.observability import stats
+    def incr(self, stat: str, count: int = 1, *, tags: Mapping[str, str]) -> None: ...
 
-    if getattr(shared, "_factory", None) is None:
-        from airflow.sdk.configuration import conf
-        from airflow.sdk.observability.metrics import stats_utils
+    def gauge(self, stat: str, value: float, *, tags: Mapping[str, str]) -> None: ...
 
-        stats.initialize(
-            factory=stats_utils.get_stats_factory(),
-            export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=False),
-        )
-    return stats
+    def timing(self, stat: str, dt: float, *, tags: Mapping[str, str]) -> None: ...
+
+
+class _Discard:
+    """The sink until one is installed: samples are dropped."""
+
+    def incr(self, stat: str, count: int = 1, *, tags: Mapping[str, str]) -> None:
+        pass
+
+    def gauge(self, stat: str, value: float, *, tags: Mapping[str, str]) -> None:
+        pass
+
+    def timing(self, stat: str, dt: float, *, tags: Mapping[str, str]) -> None:
+        pass
+
+
+_DISCARD = _Discard()
+_sink: Sink = _DISCARD
+
+
+def use_sink(sink: Sink | None) -> Sink | None:
+    """Send every later sample to ``sink`` (``None``: drop them); returns the previous one."""
+    global _sink
+    previous = None if _sink is _DISCARD else _sink
+    _sink = _DISCARD if sink is None else sink
+    return previous
+
+
+def current_sink() -> Sink | None:
+    """The installed sink, ``None`` when samples are dropped."""
+    return None if _sink is _DISCARD else _sink
+
+
+def _stats() -> Sink:
+    return _sink
 
 
 def _check_enums(spec: MetricSpec, values: Sequence[str]) -> None:

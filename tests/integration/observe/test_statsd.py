@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 EMIT = textwrap.dedent(
     """
+    import convoy.airflow  # installs the Airflow Stats sink, as in every task
     from convoy.observe import metrics as m
 
     m.services_total("shop", 2)
@@ -90,6 +91,17 @@ def test_a_dead_statsd_host_does_not_fail_the_caller(tmp_path: Path) -> None:
     proc = _run(EMIT + "\nprint('still here')\n", env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "still here" in proc.stdout
+
+
+def test_without_the_airflow_layer_nothing_is_sent(statsd: StatsdListener, tmp_path: Path) -> None:
+    """convoy.observe has no sink of its own: a process that never imports convoy.airflow
+    (a plain script, the rollout pod) drops the samples and never imports Airflow."""
+    code = EMIT.replace("import convoy.airflow", "pass") + (
+        "\nimport sys\nassert 'airflow' not in sys.modules, 'airflow imported'\n"
+    )
+    proc = _run(code, statsd.statsd_env(), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert statsd.wait_for({"never"}, timeout=0.5) == []
 
 
 def test_without_statsd_nothing_is_sent(statsd: StatsdListener, tmp_path: Path) -> None:
