@@ -22,7 +22,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
-from convoy.airflow import alerts, approval, assets, config, datastores, pods, runtime
+from convoy.airflow import alerts, analysis, approval, assets, config, datastores, pods, runtime
 from convoy.plan import (
     BEFORE_ROLLOUT,
     DatastorePhase,
@@ -155,6 +155,7 @@ class _Builder:
                 "conn_id": self.settings.conn_id,
                 "in_cluster": self.settings.in_cluster,
                 "deadline_seconds": self.plan.deadline_seconds,
+                **analysis.rollout_kwargs(self.loaded.policy, step.service),
             },
             trigger_rule="none_failed",
             pool=config.rollout_pool(),

@@ -262,9 +262,14 @@ def rollout_local(
     conn_id: str,
     in_cluster: bool,
     deadline_seconds: int,
+    verify: dict[str, Any] | None = None,
     **context: Any,
 ) -> dict[str, Any]:
-    """Apply the step's images in-process with the same runner the rollout pods use."""
+    """Apply the step's images in-process with the same runner the rollout pods use.
+
+    ``verify`` (canary steps and analyses, :mod:`convoy.airflow.analysis`) makes
+    it a verified rollout.
+    """
     chosen = require_selected_service(context, step["service"])
     from convoy.rollout.runner import RolloutRunner
 
@@ -276,13 +281,22 @@ def rollout_local(
     ti.xcom_push(key=BEFORE_KEY, value=dict(runner.status(target).images))
     started = time.monotonic()
     try:
-        result = runner.apply(
-            target,
-            deadline_seconds=deadline_seconds,
-            dry_run=bool(chosen["dry_run"]),
-            run_id=str(context.get("run_id", "")),
-            progress=progress_sink(ti, label=step["service"]),
-        )
+        if verify:
+            from convoy.airflow.analysis import verified_apply
+
+            result = verified_apply(
+                runner, target, step, verify, deadline_seconds=deadline_seconds,
+                dry_run=bool(chosen["dry_run"]), context=context,
+                progress=progress_sink(ti, label=step["service"]),
+            )  # fmt: skip
+        else:
+            result = runner.apply(
+                target,
+                deadline_seconds=deadline_seconds,
+                dry_run=bool(chosen["dry_run"]),
+                run_id=str(context.get("run_id", "")),
+                progress=progress_sink(ti, label=step["service"]),
+            )
     except Exception as exc:
         _fail_or_retry(f"rollout of {step['service']}", exc)
         raise

@@ -16,7 +16,7 @@ live in :mod:`convoy.policy.analysis_checks`.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
@@ -25,7 +25,7 @@ from pydantic.alias_generators import to_camel
 DURATION_PATTERN = r"^[0-9]{1,6}(ms|s|m|h)$"
 _DURATION = re.compile(DURATION_PATTERN)
 #: In the JSON Schema only; the loader checks durations itself for a readable message.
-_DURATION_SCHEMA = {"pattern": DURATION_PATTERN}
+_DURATION_SCHEMA: dict[str, Any] = {"pattern": DURATION_PATTERN}
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 NoDataVerdict = Literal["inconclusive", "fail", "pass"]
@@ -210,7 +210,7 @@ def promql_error(query: str) -> str | None:
     except Exception as exc:  # the parser's own errors are ValueError; be safe
         return f"{type(exc).__name__}: {exc}"
     while type(expr).__name__ == "ParenExpr":
-        expr = expr.expr
+        expr = expr.expr  # type: ignore[attr-defined]
     kind = type(expr).__name__
     if kind in ("MatrixSelector", "SubqueryExpr"):
         return "the query returns a range vector; an analysis needs one number (wrap it in rate())"

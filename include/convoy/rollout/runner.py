@@ -436,16 +436,22 @@ class RolloutRunner:
         annotations[IMAGES] = json.dumps({**previous, **changes}, sort_keys=True)
         if run_id:
             annotations[RUN_ID] = run_id
+        spec: dict[str, Any] = {
+            "template": {
+                "spec": {"containers": [{"name": c, "image": i} for c, i in changes.items()]}
+            }
+        }
+        if action == "revert":
+            # a canary left the workload paused or partitioned: the revert undoes that too
+            from convoy.rollout.canary import revert_spec
+
+            spec.update(revert_spec(str(obj.get("kind") or ""), obj))
         return {
             "metadata": {
                 "resourceVersion": obj["metadata"]["resourceVersion"],
                 "annotations": annotations,
             },
-            "spec": {
-                "template": {
-                    "spec": {"containers": [{"name": c, "image": i} for c, i in changes.items()]}
-                }
-            },
+            "spec": spec,
         }
 
     def _result(
