@@ -764,6 +764,7 @@ def _service_rows(
                 "status": states.get(apply_id) or "pending",
                 "ready_seconds": None if ready is None else float(ready),
                 "reverted": bool(revert.get("reverted")),
+                "analysis": _results(ti.xcom_pull(task_ids=apply_id, key="analysis")),
             }
         )
     return rows

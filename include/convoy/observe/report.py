@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convoy.observe import report_analysis
 from convoy.redaction import redact, redact_data
 
 REPORT_FILES = ("report.md", "report.html", "report.json")
@@ -41,6 +42,8 @@ class ServiceRow:
     status: str = "pending"
     ready_seconds: float | None = None
     reverted: bool = False
+    #: ``AnalysisRun.to_dict()`` of every analysis of the service (convoy.rollout.analysis).
+    analysis: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ def _service(row: ServiceRow | Mapping[str, Any]) -> ServiceRow:
         status=str(row.get("status") or "pending"),
         ready_seconds=None if ready is None else float(ready),
         reverted=bool(row.get("reverted", False)),
+        analysis=tuple(dict(a) for a in row.get("analysis") or () if isinstance(a, Mapping)),
     )
 
 
@@ -318,6 +322,7 @@ def render_markdown(report: RunReport) -> str:
             )
     else:
         lines.append("No services.")
+    lines += report_analysis.markdown(report.services)
     lines += ["", "## Datastores", ""]
     if report.datastores:
         lines += [
@@ -429,7 +434,12 @@ def _yes(flag: bool) -> str:
 def render_html(report: RunReport) -> str:
     from convoy.observe.report_html import render_html as _render
 
-    return redact(_render(report))
+    page = _render(report)
+    section = report_analysis.html_section(report.services)
+    if section:
+        at = page.rfind("</body>")
+        page = page[:at] + section + page[at:] if at >= 0 else page + section
+    return redact(page)
 
 
 # -- files ----------------------------------------------------------------------------------
