@@ -1,16 +1,26 @@
-"""Parse time of the DAG file for 1, 100 and 1000 policies: convoy vs dag-factory.
+"""DAG file parse time for 1, 100 and 1000 policies: convoy vs Airflow's floor vs dag-factory.
 
 Airflow kills a DAG file import after ``dagbag_import_timeout`` (30 s by
 default) and then shows none of the DAGs in it, so the time to parse every
-policy in one file is the number that matters. The same DAG shapes (10
-services in 3 waves, one KubernetesPodOperator per service, a preflight and a
-report task) are written as dag-factory YAML and parsed in the same run.
+policy in one file is the number that matters. Measured in the same run:
 
-Each measurement runs in a fresh interpreter: Airflow is imported first (not
-timed), then the DagBag of that single file is built (timed), as the DAG
+- convoy: ``dags/convoy_policies.py`` over N generated policies (10
+  services in 3 waves; kubernetes execution, so one KubernetesPodOperator per
+  rollout and per revert, PythonOperators for preflight, gate, report, outcome);
+- the floor: a plain DAG file building the same N DAGs with the same operator
+  classes, task ids, task groups and dependencies, each operator with bare
+  arguments (what Airflow costs whatever generates the DAGs);
+- dag-factory: the rollout shapes (no rollback) as dag-factory YAML;
+- a task's start-up parse: convoy's DAG file with the parsing context of one
+  task (``_AIRFLOW_PARSING_CONTEXT_DAG_ID``/``_TASK_ID``, as the task runner
+  sets them), which builds only that DAG.
+
+Each measurement runs in a fresh interpreter: Airflow and the
+KubernetesPodOperator are imported first (not timed), then the DagBag of that
+single file is built (timed: convoy's own imports are included), as the DAG
 processor does.
 
-    .venv/bin/python benchmarks/parse_time.py [--counts 1,100,1000] [--repeat 3]
+    .venv/bin/python benchmarks/parse_time.py [--counts 1,100,1000] [--repeat 3] [--no-dagfactory]
 """
 
 from __future__ import annotations
@@ -139,6 +149,74 @@ def generate(count: int) -> dict[str, Path]:
     return {"convoy": convoy_dir, "dagfactory": factory_dag_file}
 
 
+FLOOR_TEMPLATE = textwrap.dedent(
+    """\
+    import datetime as dt
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG, TaskGroup
+
+    DEPENDS = {depends!r}
+    WAVES = {waves!r}
+    START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+    def noop():
+        pass
+
+
+    def pod(task_id, i, j):
+        return KubernetesPodOperator(
+            task_id=task_id,
+            name=task_id.replace("_", "-"),
+            namespace=f"ns-{{i:04d}}",
+            image="registry.example.com/convoy:0.1.0",
+            cmds=["python", "-m", "convoy.rollout"],
+            arguments=["apply", "--name", f"svc{{j}}-deploy"],
+        )
+
+
+    for i in range({count}):
+        with DAG(f"floor-{{i:04d}}", schedule=None, start_date=START, catchup=False) as dag:
+            preflight = PythonOperator(task_id="preflight", python_callable=noop)
+            rollouts = {{}}
+            for w, members in enumerate(WAVES):
+                with TaskGroup(f"wave_{{w}}"):
+                    for j in members:
+                        t = pod(f"rollout_svc{{j}}", i, j)
+                        deps = DEPENDS.get(j)
+                        t.set_upstream([rollouts[d] for d in deps] if deps else [preflight])
+                        rollouts[j] = t
+            with TaskGroup("rollback"):
+                gate = PythonOperator(task_id="gate", python_callable=noop, trigger_rule="all_done")
+                gate.set_upstream(list(rollouts.values()))
+                last = [gate]
+                for members in reversed(WAVES):
+                    stage = [pod(f"revert_svc{{j}}", i, j) for j in reversed(members)]
+                    for t in stage:
+                        t.set_upstream(last)
+                    last = stage
+            report = PythonOperator(task_id="report", python_callable=noop, trigger_rule="all_done")
+            report.set_upstream([*last, *(rollouts[j] for j in (2, 3, 7, 8, 9))])
+            report >> PythonOperator(task_id="outcome", python_callable=noop)
+        globals()[dag.dag_id] = dag
+    """
+)
+
+
+def floor_file(count: int) -> Path:
+    """A DAG file building ``count`` DAGs of convoy's shape with bare operators."""
+    waves: list[list[int]] = [[], [], []]
+    level: dict[int, int] = {}
+    for j in range(SERVICES_PER_POLICY):
+        level[j] = max((level[d] + 1 for d in DEPENDS.get(j, [])), default=0)
+        waves[level[j]].append(j)
+    path = GENERATED / f"floor_dags_{count}.py"
+    path.write_text(FLOOR_TEMPLATE.format(depends=DEPENDS, waves=waves, count=count))
+    return path
+
+
 _CHILD = textwrap.dedent(
     """\
     import json, sys, time
@@ -165,9 +243,13 @@ def measure(tool: str, target: Path, repeat: int) -> dict[str, object]:
         }
     )
     dag_file = target
-    if tool == "convoy":
+    if tool in ("convoy", "task"):
         env["CONVOY_POLICIES_DIR"] = str(target)
+        env["CONVOY_EXECUTION_MODE"] = "kubernetes"
         dag_file = ROOT / "dags" / "convoy_policies.py"
+    if tool == "task":
+        env["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = "bench-0000"
+        env["_AIRFLOW_PARSING_CONTEXT_TASK_ID"] = "wave_0.rollout_svc0"
     runs = []
     last: dict[str, object] = {}
     for _ in range(repeat):
@@ -187,23 +269,40 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="1,100,1000")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-dagfactory", action="store_true")
     args = parser.parse_args(argv)
     rows = [
-        "| policies | convoy s | convoy DAGs (tasks/DAG) | dag-factory s "
-        "| dag-factory DAGs (tasks/DAG) | dag-factory / convoy |",
-        "|---:|---:|---|---:|---|---:|",
+        "| policies | convoy s | floor s (same operators, bare) | convoy / floor "
+        "| task start-up parse s (parsing context) | convoy DAGs (tasks/DAG) "
+        "| dag-factory s | dag-factory DAGs (tasks/DAG) | dag-factory / convoy |",
+        "|---:|---:|---:|---:|---:|---|---:|---|---:|",
     ]
     for count in (int(c) for c in args.counts.split(",")):
         targets = generate(count)
         c = measure("convoy", targets["convoy"], args.repeat)
-        f = measure("dagfactory", targets["dagfactory"], args.repeat)
-        for name, result in (("convoy", c), ("dag-factory", f)):
-            if result["errors"] or result["dags"] != count:
+        fl = measure("floor", floor_file(count), args.repeat)
+        task = measure("task", targets["convoy"], args.repeat)
+        results = [("convoy", c, count), ("floor", fl, count), ("task", task, 1)]
+        f: dict[str, object] = {}
+        if not args.no_dagfactory:
+            f = measure("dagfactory", targets["dagfactory"], args.repeat)
+            results.append(("dag-factory", f, count))
+        for name, result, dags in results:
+            if result["errors"] or result["dags"] != dags:
                 raise SystemExit(f"{name} at {count} policies: {result}")
-        ratio = float(f["seconds"]) / float(c["seconds"])  # type: ignore[arg-type]
+        if c["tasks_per_dag"] != fl["tasks_per_dag"]:
+            raise SystemExit(f"floor shape {fl['tasks_per_dag']} != convoy {c['tasks_per_dag']}")
+        seconds = {k: float(v["seconds"]) for k, v in (("c", c), ("fl", fl), ("t", task))}  # type: ignore[arg-type]
+        factory = (
+            f"| {float(f['seconds']):.2f} | {f['dags']} ({f['tasks_per_dag']}) "  # type: ignore[arg-type]
+            f"| {float(f['seconds']) / seconds['c']:.2f} |"  # type: ignore[arg-type]
+            if f
+            else "| not measured | | |"
+        )
         rows.append(
-            f"| {count} | {float(c['seconds']):.2f} | {c['dags']} ({c['tasks_per_dag']}) "  # type: ignore[arg-type]
-            f"| {float(f['seconds']):.2f} | {f['dags']} ({f['tasks_per_dag']}) | {ratio:.2f} |"  # type: ignore[arg-type]
+            f"| {count} | {seconds['c']:.2f} | {seconds['fl']:.2f} "
+            f"| {seconds['c'] / seconds['fl']:.2f} | {seconds['t']:.3f} "
+            f"| {c['dags']} ({c['tasks_per_dag']}) {factory}"
         )
         print(rows[-1], flush=True)
     table = "\n".join(rows)
