@@ -15,12 +15,17 @@ policy models, which DAG parsing does not need here.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, NoReturn
 
 from airflow.sdk.exceptions import AirflowFailException
 
 if TYPE_CHECKING:
     from convoy.rollout.errors import RolloutError
+
+#: Every module that defines rollout error classes, imported before a lookup by
+#: name so that the classes exist (a test keeps this list complete).
+ROLLOUT_ERROR_MODULES = ("convoy.rollout.errors", "convoy.rollout.analysis")
 
 
 def is_retriable(exc: BaseException, *, revert: bool = False) -> bool:
@@ -43,8 +48,10 @@ def rollout_error_class(name: str) -> type[RolloutError] | None:
     """The rollout error class called ``name`` (as in a runner's JSON ``error``), if any.
 
     Derived from the subclasses of :class:`~convoy.rollout.errors.RolloutError`,
-    so a new error class is known here without a list to keep in step.
+    so a new error class is known here without a list of names to keep in step.
     """
+    for module in ROLLOUT_ERROR_MODULES:
+        importlib.import_module(module)
     from convoy.rollout.errors import RolloutError
 
     pending: list[type[RolloutError]] = [RolloutError]

@@ -7,6 +7,7 @@ or adding an error class without deciding, fails here.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
@@ -50,6 +51,8 @@ FAILING_ENGINE_ERRORS = {
 
 #: (retried when applying, retried when reverting) of every rollout error.
 ROLLOUT_ERRORS = {
+    "AnalysisFailed": (False, True),
+    "AnalysisInconclusive": (False, True),
     "RolloutError": (False, True),
     "ApiUnavailable": (True, True),
     "ConflictRetriesExhausted": (False, True),
@@ -104,20 +107,34 @@ def test_engine_errors_retried_only_for_contention_and_throttling() -> None:
         assert retries.is_retriable(_instance(cls), revert=True) is expected, name
 
 
+def _rollout_modules() -> list[str]:
+    import convoy.rollout
+
+    names = [convoy.rollout.__name__]
+    for info in pkgutil.walk_packages(convoy.rollout.__path__, "convoy.rollout."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+            names.append(info.name)
+    return names
+
+
 def test_every_rollout_error_is_classified() -> None:
-    assert set(_subclasses(RolloutError)) == set(ROLLOUT_ERRORS)
-    assert set(rollout_errors.__all__) == set(ROLLOUT_ERRORS)
+    _rollout_modules()
+    found = _subclasses(RolloutError)
+    assert set(found) == set(ROLLOUT_ERRORS)
+    # The name lookup of pod results imports every module that defines one.
+    assert {cls.__module__ for cls in found.values()} == set(retries.ROLLOUT_ERROR_MODULES)
 
 
 @pytest.mark.parametrize(("name", "expected"), sorted(ROLLOUT_ERRORS.items()))
 def test_rollout_error_classification(name: str, expected: tuple[bool, bool]) -> None:
-    cls = getattr(rollout_errors, name)
+    cls = retries.rollout_error_class(name)
+    assert cls is not None
     apply_retried, revert_retried = expected
     exc = RolloutError("boom") if cls is RolloutError else _instance(cls)
     assert retries.is_retriable(exc) is apply_retried
     assert retries.is_retriable(exc, revert=True) is revert_retried
     # A rollout pod's result names the class; the same rule applies by name.
-    assert retries.rollout_error_class(name) is cls
     assert retries.is_retriable_name(name) is apply_retried
     assert retries.is_retriable_name(name, revert=True) is revert_retried
 
