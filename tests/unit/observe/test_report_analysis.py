@@ -1,0 +1,81 @@
+"""The run report shows every analysis measurement (Markdown and HTML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convoy.airflow.analysis import verify_kwargs
+from convoy.observe.report import build_report, render_html, render_markdown
+from convoy.policy import load_policy
+
+GOOD = Path(__file__).resolve().parents[2] / "policies" / "good" / "analysis.yaml"
+
+COMMON = {
+    "triggered_by": "manual",
+    "dry_run": False,
+    "started": None,
+    "finished": None,
+    "final_state": "failed",
+}
+RUN = {
+    "template": "error-rate",
+    "provider": "prometheus",
+    "query": 'sum(rate(http_requests_total{workload="cart", code=~"5.."}[30s]))',
+    "range": "[-inf, 0.01]",
+    "where": "canary step 2 (1/3 pods updated)",
+    "service": "cart",
+    "phase": "failed",
+    "count": 3,
+    "dryRun": False,
+    "measurements": [
+        {"at": "2026-11-26T17:00:00+00:00", "value": 0.004, "verdict": "pass", "message": ""},
+        {"at": "2026-11-26T17:00:10+00:00", "value": 0.2, "verdict": "fail", "message": ""},
+    ],
+}
+
+
+def _report() -> object:
+    return build_report(
+        policy_name="verified",
+        digest="d",
+        run_id="manual__1",
+        services=[{"name": "cart", "status": "failed", "analysis": [RUN]}],
+        **COMMON,
+    )
+
+
+def test_markdown_lists_each_measurement() -> None:
+    text = render_markdown(_report())  # type: ignore[arg-type]
+    assert "## Analyses" in text
+    assert "error-rate canary step 2 (1/3 pods updated): **failed**" in text
+    assert "| 2026-11-26T17:00:10+00:00 | 0.2 | fail |" in text
+    assert "| 2026-11-26T17:00:00+00:00 | 0.004 | pass |" in text
+
+
+def test_html_lists_each_measurement_escaped() -> None:
+    page = render_html(_report())  # type: ignore[arg-type]
+    assert '<section id="analyses">' in page
+    assert "<td>0.2</td><td>fail</td>" in page
+    assert "code=~&quot;5..&quot;" in page
+
+
+def test_report_without_analyses_has_no_section() -> None:
+    report = build_report(
+        policy_name="p", digest="d", run_id="r", services=[{"name": "cart"}], **COMMON
+    )
+    assert "Analyses" not in render_markdown(report)
+
+
+def test_verify_arguments_of_each_service() -> None:
+    policy = load_policy(GOOD).policy
+    cart = verify_kwargs(policy, "cart")
+    assert [list(s) for s in cart["canary"]] == [["pods"], ["analysis"], ["pause"], ["pods"],
+                                                 ["analysis"]]  # fmt: skip
+    assert cart["analyses"] == ["error-rate"]  # rollout.analysis, the default
+    assert sorted(cart["templates"]) == ["error-rate", "latency"]
+    assert cart["templates"]["error-rate"]["max"] == 0.01
+    redis = verify_kwargs(policy, "redis")
+    assert redis["analyses"] == []  # analysis: [] turns the default off
+    agent = verify_kwargs(policy, "log-agent")
+    assert agent["canary"] == []
+    assert agent["analyses"] == ["error-rate", "latency"]
