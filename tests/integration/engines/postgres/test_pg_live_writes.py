@@ -296,3 +296,73 @@ def test_table_created_by_the_run_is_dropped_when_the_application_left_it_alone(
     result = engine.revert(ctx)
     assert result.dropped_tables == ("public.notes",)
     assert pg.state() == before
+
+
+def test_array_and_domain_columns_round_trip_through_the_packed_before_images(pg: PgDb) -> None:
+    # array-valued columns are packed as text (array_agg cannot stack ragged or
+    # NULL arrays); domains, typmods and NULLs must come back exactly
+    pg.execute(
+        "CREATE DOMAIN money2 AS numeric(10, 2) CHECK (VALUE >= 0);"
+        "CREATE TABLE items (id text PRIMARY KEY, tags text[], price money2, note varchar(8));"
+        "INSERT INTO items VALUES ('a', '{x,y}', 1.50, 'n1'), ('b', NULL, NULL, NULL),"
+        " ('c', '{{1,2},{3,4}}', 2, 'n3'), ('d', '{}', 0, '')"
+    )
+    before = pg.execute("SELECT id, tags::text, price::text, note FROM items ORDER BY id")
+    transform = {
+        "name": "retag",
+        "table": "public.items",
+        "key": "id",
+        "batchSize": 3,
+        "where": "true",
+        "set": {"tags": "ARRAY['new']", "price": "coalesce(price, 0) + 1", "note": "'z'"},
+    }
+    ds = pg.datastore(transforms=[transform], migrations=None)
+    engine, ctx = pg.engine(), pg.ctx(ds)
+    engine.transform(ctx, "retag")
+    # one packed undo row per batch: 4 rows in batches of 3
+    undo_tables = pg.execute(
+        "SELECT undo_table FROM convoy_backup.undo_log WHERE transform = 'retag'"
+    )
+    assert pg.scalar(f'SELECT count(*) FROM convoy_backup."{undo_tables[0][0]}"') == 2
+    pg.execute("INSERT INTO items VALUES ('e', '{old}', 3, 'n5')")  # transformed by the trigger
+    assert pg.scalar("SELECT tags::text FROM items WHERE id = 'e'") == "{new}"
+    result = engine.revert(ctx)
+    assert result.rows_restored == 5
+    after = pg.execute("SELECT id, tags::text, price::text, note FROM items ORDER BY id")
+    assert after == [*before, ("e", "{old}", "3.00", "n5")]
+
+
+def test_a_revert_killed_after_unpacking_resumes(pg: PgDb) -> None:
+    from convoy.engines.postgres import undo
+
+    pg.execute(SCHEMA)
+    ds = pg.datastore(transforms=[TRANSFORM], migrations=None)
+    engine, ctx = pg.engine(), pg.ctx(ds)
+    engine.transform(ctx, "fill-status")
+    cfg = engine.config
+    with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+        (t,) = undo.tables(conn, cfg, ctx)
+        undo.unpack(conn, cfg, t)
+        undo.unpack(conn, cfg, t)  # idempotent: nothing unpacked twice
+        flat = pg.scalar(f'SELECT count(*) FROM convoy_backup."{t.flat_table}"')
+        assert flat == ROWS
+    result = engine.revert(ctx)
+    assert result.rows_restored == ROWS
+    assert pg.scalar("SELECT count(*) FROM orders WHERE status IS NOT NULL") == 0
+
+
+def test_servers_before_18_read_the_before_images_in_a_locking_cte(
+    pg: PgDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convoy.engines.postgres import transform
+
+    monkeypatch.setattr(transform, "RETURNING_OLD_SINCE", 10**9)
+    pg.execute(SCHEMA)
+    ds = pg.datastore(transforms=[TRANSFORM], migrations=None)
+    engine, ctx = pg.engine(), pg.ctx(ds)
+    engine.transform(ctx, "fill-status")
+    assert pg.scalar("SELECT count(*) FROM orders WHERE status IS NULL") == 0
+    pg.execute("UPDATE orders SET status = 'cancelled' WHERE id = 11")
+    result = engine.revert(ctx)
+    assert (result.rows_restored, result.conflicts) == (ROWS - 1, ("public.orders:11",))
+    assert pg.scalar("SELECT count(*) FROM orders WHERE status IS NOT NULL") == 1
