@@ -26,9 +26,13 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pglast.parser import ParseError, parse_sql_json, scan
+if TYPE_CHECKING:
+    from pglast.parser import ParseError
+
+# pglast (libpg_query, ~0.2 s to import) is imported where an expression is
+# checked: a DAG file whose policies have no ``where``/``set`` never pays for it.
 
 INTERVAL_PLACEHOLDER = re.compile(r"\{\{\s*(data_interval_start|data_interval_end)\s*\}\}")
 _ANY_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
@@ -134,6 +138,8 @@ def expression_problem(text: str, slot: Slot) -> ExpressionProblem | None:
     """
     if not text.strip():
         return ExpressionProblem("must not be empty")
+    from pglast.parser import ParseError, parse_sql_json
+
     prepared = _prepare(text, slot)
     prefix, suffix = _TEMPLATES[slot]
     statement = prefix + prepared.text + suffix
@@ -161,6 +167,8 @@ def expression_problem(text: str, slot: Slot) -> ExpressionProblem | None:
 
 @functools.cache
 def _reference(slot: Slot) -> dict[str, Any]:
+    from pglast.parser import parse_sql_json
+
     prefix, suffix = _TEMPLATES[slot]
     tree = json.loads(parse_sql_json(prefix + _SENTINEL + suffix))
     select: dict[str, Any] = tree["stmts"][0]["stmt"]["SelectStmt"]
@@ -275,6 +283,8 @@ def _syntax_problem(
 
 def _semicolon(text: str) -> int | None:
     """Offset of the first ``;`` token (not one inside a string, identifier or comment)."""
+    from pglast.parser import ParseError, scan
+
     try:
         tokens = scan(text)
     except ParseError:
@@ -284,6 +294,8 @@ def _semicolon(text: str) -> int | None:
 
 def _closes_early(text: str, offset: int) -> bool:
     """Whether the ``)`` at ``offset`` has no ``(`` before it (quotes and comments aside)."""
+    from pglast.parser import ParseError, scan
+
     depth = 0
     try:
         tokens = scan(text)
