@@ -25,6 +25,7 @@ AIRFLOW_FREE = (
     "convoy.observe",
     "convoy.settings",
     "convoy.redaction",
+    "convoy.templating",
 )
 
 PROBE = textwrap.dedent(

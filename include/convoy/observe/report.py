@@ -434,12 +434,7 @@ def _yes(flag: bool) -> str:
 def render_html(report: RunReport) -> str:
     from convoy.observe.report_html import render_html as _render
 
-    page = _render(report)
-    section = report_analysis.html_section(report.services)
-    if section:
-        at = page.rfind("</body>")
-        page = page[:at] + section + page[at:] if at >= 0 else page + section
-    return redact(page)
+    return redact(_render(report))
 
 
 # -- files ----------------------------------------------------------------------------------

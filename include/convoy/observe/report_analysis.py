@@ -7,7 +7,6 @@ failed it.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -47,31 +46,30 @@ def markdown(services: Sequence[Any]) -> list[str]:
     return lines
 
 
-def html_section(services: Sequence[Any]) -> str:
-    """``<section id="analyses">`` of the HTML report ('' when nothing was analysed)."""
-    runs = _runs(services)
-    if not runs:
-        return ""
-    e = html.escape
-    parts = ['<section id="analyses"><h2>Analyses</h2>']
-    for service, run in runs:
-        parts.append(
-            f"<h3><code>{e(service)}</code>: {e(str(run.get('template')))} "
-            f'{e(str(run.get("where")))}: <strong class="phase-{e(str(run.get("phase")))}">'
-            f"{e(str(run.get('phase')))}</strong>{' (dry run)' if run.get('dryRun') else ''}</h3>"
-            f"<p>Query ({e(str(run.get('provider')))}): <code>{e(str(run.get('query')))}</code>; "
-            f"passes in {e(str(run.get('range')))}</p>"
-            "<table><thead><tr><th>Time</th><th>Value</th><th>Verdict</th><th>Note</th></tr>"
-            "</thead><tbody>"
-        )
-        for m in run.get("measurements") or ():
-            parts.append(
-                f"<tr><td>{e(str(m.get('at')))}</td><td>{e(_value(m.get('value')))}</td>"
-                f"<td>{e(str(m.get('verdict')))}</td><td>{e(str(m.get('message') or ''))}</td></tr>"
-            )
-        parts.append("</tbody></table>")
-    parts.append("</section>")
-    return "".join(parts)
+def html_rows(services: Sequence[Any]) -> list[dict[str, Any]]:
+    """Display values of the HTML report's Analyses section (``report.html.j2``; [] hides it)."""
+    return [
+        {
+            "service": service,
+            "template": str(run.get("template")),
+            "where": str(run.get("where")),
+            "phase": str(run.get("phase")),
+            "dry_run": bool(run.get("dryRun")),
+            "provider": str(run.get("provider")),
+            "query": str(run.get("query")),
+            "range": str(run.get("range")),
+            "measurements": [
+                {
+                    "at": str(m.get("at")),
+                    "value": _value(m.get("value")),
+                    "verdict": str(m.get("verdict")),
+                    "note": str(m.get("message") or ""),
+                }
+                for m in run.get("measurements") or ()
+            ],
+        }
+        for service, run in _runs(services)
+    ]
 
 
 def _code(text: Any) -> str:

@@ -56,7 +56,8 @@ def test_html_lists_each_measurement_escaped() -> None:
     page = render_html(_report())  # type: ignore[arg-type]
     assert '<section id="analyses">' in page
     assert "<td>0.2</td><td>fail</td>" in page
-    assert "code=~&quot;5..&quot;" in page
+    assert "code=~&#34;5..&#34;" in page
+    assert 'code=~"5..' not in page
 
 
 def test_report_without_analyses_has_no_section() -> None:
