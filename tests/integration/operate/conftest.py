@@ -1,0 +1,73 @@
+"""Fixtures of the operating commands: a policy on disk, its cluster and databases.
+
+Connections go through Airflow as the commands' users have them: an
+``AIRFLOW_CONN_KUBERNETES_DEFAULT`` pointing at the emulated cluster, an
+``AIRFLOW_CONN_ORDERS_DB`` URI of a fresh database on the embedded
+PostgreSQL, and for MongoDB ``CONVOY_MONGO_CLIENT_FACTORY`` naming
+:func:`operate_helpers.mongo_client` (mongomock, or ``MONGO_URI``'s server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import operate_helpers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """``airflow db migrate`` once (the tests' own SQLite metadata DB): prune reads run states."""
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ)
+
+
+@pytest.fixture
+def kube(emulated_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    kubeconfig = emulated_cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    conn = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(conn))
+    return emulated_cluster
+
+
+@pytest.fixture
+def orders_db(postgres_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh database reachable as ``orders_db``; returns its conninfo."""
+    base = str(postgres_server.get_uri())
+    name = f"op_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    uri = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+    monkeypatch.setenv("AIRFLOW_CONN_ORDERS_DB", uri)
+    try:
+        yield uri
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def catalog_mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The client ``catalog_mongo`` resolves to; the test database is dropped after."""
+    client = operate_helpers.open_mongo()
+    operate_helpers.MONGO["client"] = client
+    monkeypatch.setenv("CONVOY_MONGO_CLIENT_FACTORY", "operate_helpers:mongo_client")
+    database = f"convoy_op_{uuid.uuid4().hex[:8]}"
+    operate_helpers.MONGO["database"] = database
+    try:
+        yield client
+    finally:
+        client.drop_database(database)
+        client.close()
