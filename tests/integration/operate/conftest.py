@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import operate_helpers  # noqa: E402
+import operate_helpers
 
 
 @pytest.fixture(scope="session")

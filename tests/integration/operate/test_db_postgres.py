@@ -62,8 +62,10 @@ def test_info_lists_every_version(orders_db: str, tmp_path: Path) -> None:
         ("3", "pending"),
     ]
     v1 = data["versions"][0]
-    assert v1["checksum"] == v1["file_checksum"] and len(v1["checksum"]) == 64
-    assert v1["run_id"] == "run-1" and v1["installed_on"]
+    assert v1["checksum"] == v1["file_checksum"]
+    assert len(v1["checksum"]) == 64
+    assert v1["run_id"] == "run-1"
+    assert v1["installed_on"]
 
 
 def test_validate_reports_edited_files_and_repair_accepts_them(
@@ -148,7 +150,7 @@ def test_baseline_then_refused_on_a_managed_store(orders_db: str, tmp_path: Path
 
 def test_confirmation_is_needed_without_yes(orders_db: str, tmp_path: Path) -> None:
     loaded = write_policy(tmp_path)
-    code, out, err = cli("db", "baseline", str(loaded.path), "--version", "1")
+    code, _out, err = cli("db", "baseline", str(loaded.path), "--version", "1")
     assert code == 1
     assert err == (
         "convoy db baseline: baseline orders (postgres) at version 1: refused without --yes "
@@ -160,7 +162,8 @@ def test_confirmation_is_needed_without_yes(orders_db: str, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("db", "info", "{p}", "nope"), "convoy db info: unknown datastore 'nope' (policy has: orders)"),
+        (("db", "info", "{p}", "nope"),
+         "convoy db info: unknown datastore 'nope' (policy has: orders)"),
         (("db", "baseline", "{p}", "nope", "--version", "1", "--yes"),
          "convoy db baseline: unknown datastore 'nope' (policy has: orders)"),
         (("db", "repair", "{p}", "--version", "x1", "--yes"),
@@ -187,12 +190,16 @@ def test_unreachable_database_is_one_line(
     loaded = write_policy(tmp_path)
     monkeypatch.setenv("AIRFLOW_CONN_ORDERS_DB", "postgresql://u:secret@127.0.0.1:1/x")
     for argv in (("db", "info"), ("db", "validate"), ("db", "backups")):
-        code, out, err = cli(*argv, str(loaded.path))
+        code, _out, err = cli(*argv, str(loaded.path))
         assert code == 1
-        assert len(err.splitlines()) == 1 and err.startswith(f"convoy {' '.join(argv)}: ")
-        assert "secret" not in err and "Traceback" not in err
+        assert len(err.splitlines()) == 1
+        assert err.startswith(f"convoy {' '.join(argv)}: ")
+        assert "secret" not in err
+        assert "Traceback" not in err
     code, _, err = cli("db", "repair", str(loaded.path), "--version", "1", "--yes")
-    assert code == 1 and len(err.splitlines()) == 1 and "secret" not in err
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert "secret" not in err
 
 
 def tables(conninfo: str) -> set[str]:
@@ -232,7 +239,8 @@ def test_backups_list_and_prune_keep_the_newest_and_unfinished_runs(
     code, out, err = cli("db", "backups", str(loaded.path))
     assert code == 0, err
     assert out.splitlines()[0].startswith("orders: 4 runs, ")
-    assert "snapshot: convoy_backup." in out and "<- public.orders" in out
+    assert "snapshot: convoy_backup." in out
+    assert "<- public.orders" in out
     assert "undo: convoy_backup.u_" in out
     code, out, _ = cli("db", "backups", str(loaded.path), "--json")
     runs = json.loads(out)["datastores"][0]["runs"]
@@ -244,12 +252,14 @@ def test_backups_list_and_prune_keep_the_newest_and_unfinished_runs(
         "db", "backups", str(loaded.path), "--prune", "--older-than", "0s", "--yes"
     )
     assert code == 0, err
-    assert "run run-1" in out and "pruned" in out
+    assert "run run-1" in out
+    assert "pruned" in out
     assert "kept: transform triggers still installed (run not finished)" in out
     assert "kept: newest run of the datastore" in out
     code, out, _ = cli("db", "backups", str(loaded.path), "--json")
     assert [r["run_id"] for r in json.loads(out)["datastores"][0]["runs"]] == ["run-3", "run-4"]
     gone = before - tables(orders_db)
-    assert gone and all(t.startswith(("u_", "a_")) or "__public__orders" in t for t in gone)
+    assert gone
+    assert all(t.startswith(("u_", "a_")) or "__public__orders" in t for t in gone)
     # what was kept still reverts: run-3's rollback works after the prune
     engine.revert(ctx(loaded, "orders", "run-3"))

@@ -88,7 +88,9 @@ def test_an_image_changed_by_hand_is_drift_for_that_service_only(
 
     code, out, _ = cli("status", str(loaded.path), "--json")
     data = json.loads(out)
-    assert code == 4 and data["verdict"] == "drift" and data["exit_code"] == 4
+    assert code == 4
+    assert data["verdict"] == "drift"
+    assert data["exit_code"] == 4
     verdicts = {s["name"]: s["verdict"] for s in data["services"]}
     assert verdicts == {"cart": "drift", "redis": "in sync"}
     cart = next(s for s in data["services"] if s["name"] == "cart")
