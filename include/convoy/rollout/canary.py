@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,8 +176,8 @@ class VerifiedRollout:
             if "pods" in step:
                 pods = min(int(step["pods"]), desired)
                 if not patched_images:
-                    body = self._first_patch(kind, obj, previous, target, before, pods, run_id)
-                    obj = self._patch(ref, body, optimistic=True)
+                    obj = self._patch(ref, self._first(target, previous, before, pods, run_id),
+                                      optimistic=True)  # fmt: skip
                     patched_images = True
                 elif kind == "StatefulSet":
                     obj = self._patch(ref, _partition(desired - pods))
@@ -200,8 +200,8 @@ class VerifiedRollout:
                 self._record(index, step, target, None, None, analysis=run.phase)
                 require(run, self.analyzer.runs)
         if not patched_images:  # only pauses and analyses: roll everything at the end
-            body = self._first_patch(kind, obj, previous, target, before, None, run_id)
-            obj = self._patch(ref, body, optimistic=True)
+            obj = self._patch(ref, self._first(target, previous, before, None, run_id),
+                              optimistic=True)  # fmt: skip
         state, final = self._finish(target, obj, deadline_at, progress)
         self.log(f"{ref.name}: canary complete ({state.message})")
         return self._result(target, final, state, True, previous, started, run_id)
@@ -213,6 +213,21 @@ class VerifiedRollout:
             return {"paused": bool(spec.get("paused", False))}
         rolling = (spec.get("updateStrategy") or {}).get("rollingUpdate") or {}
         return {"partition": int(rolling.get("partition") or 0)}
+
+    def _first(
+        self,
+        target: Target,
+        previous: Mapping[str, str],
+        before: Mapping[str, Any],
+        pods: int | None,
+        run_id: str | None,
+    ) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        """The first PATCH (images, annotations, pause/partition), built from a fresh GET."""
+
+        def make(obj: Mapping[str, Any]) -> dict[str, Any]:
+            return self._first_patch(target.kind, obj, previous, target, before, pods, run_id)
+
+        return make
 
     def _first_patch(
         self,
@@ -250,7 +265,7 @@ class VerifiedRollout:
         """
         for attempt in range(1, self.runner.retry.conflict_attempts + 1):
             obj = self.runner._get(ref)
-            body = make(obj)
+            body = make(obj) if callable(make) else json.loads(json.dumps(make))
             if optimistic:
                 body.setdefault("metadata", {})["resourceVersion"] = obj["metadata"][
                     "resourceVersion"
@@ -260,8 +275,7 @@ class VerifiedRollout:
             try:
                 return self.runner.io.patch(ref, body)
             except Conflict:
-                if optimistic:
-                    break
+                # Someone changed the object since the GET: read it again and rebuild the body.
                 self.runner._sleep(self.runner.retry.delay(attempt) * random.uniform(0.5, 1.0))
         raise ConflictRetriesExhausted(
             f"{ref}: {self.runner.retry.conflict_attempts} PATCH attempts hit 409 Conflict",
