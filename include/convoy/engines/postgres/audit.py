@@ -30,8 +30,11 @@ from convoy.engines.postgres.locks import lock_key, retry_lock_timeouts
 from convoy.engines.postgres.sql import Conn, TableName
 from convoy.engines.postgres.undo import not_convoy
 
+# SECURITY DEFINER: the application's role writes the rows and fires the
+# trigger, but has (and needs) no privilege on convoy's backup schema.
 _FUNCTION = """
-CREATE OR REPLACE FUNCTION {schema}.convoy_capture() RETURNS trigger LANGUAGE plpgsql AS $convoy$
+CREATE OR REPLACE FUNCTION {schema}.convoy_capture() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $convoy$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     EXECUTE format('INSERT INTO %s (source_schema, source_table, op, xid) VALUES ($1, $2, $3, $4)',

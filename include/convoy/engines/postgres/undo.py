@@ -401,9 +401,20 @@ def _create_trigger(
         undo_vals=undo_vals,
         assigns=assigns,
     )
+    # SECURITY DEFINER: the application's role fires the trigger and has (and
+    # needs) no privilege on the backup schema. The ``set`` and ``where``
+    # expressions resolve names as in convoy's own batches (this session's
+    # schemas), never in a schema the caller puts first.
+    row = conn.execute("SELECT current_schemas(false)").fetchone()
+    path = [sql.Identifier(str(s)) for s in (row[0] if row else [])] + [sql.SQL("pg_temp")]
     conn.execute(
-        sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
-            sql.Identifier(cfg.backup_schema, function), sql.Literal(body.as_string(conn))
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
+            " SECURITY DEFINER SET search_path = {} AS {}"
+        ).format(
+            sql.Identifier(cfg.backup_schema, function),
+            sql.SQL(", ").join(path),
+            sql.Literal(body.as_string(conn)),
         )
     )
     conn.execute(

@@ -366,3 +366,32 @@ def test_servers_before_18_read_the_before_images_in_a_locking_cte(
     result = engine.revert(ctx)
     assert (result.rows_restored, result.conflicts) == (ROWS - 1, ("public.orders:11",))
     assert pg.scalar("SELECT count(*) FROM orders WHERE status IS NOT NULL") == 1
+
+
+def test_an_application_role_without_access_to_convoys_schemas_keeps_writing(pg: PgDb) -> None:
+    # the application connects with its own role: the in-flight and capture
+    # triggers it fires must not need privileges on convoy's backup schema
+    pg.execute(SCHEMA)
+    pg.execute(
+        "CREATE ROLE app_writer LOGIN;"
+        "GRANT USAGE ON SCHEMA public TO app_writer;"
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON orders TO app_writer;"
+        "GRANT USAGE ON SEQUENCE orders_id_seq TO app_writer"
+    )
+    app = psycopg.conninfo.make_conninfo(pg.conninfo, user="app_writer")
+    ds = pg.datastore(backup="snapshot", transforms=[TRANSFORM], migrations=None)
+    engine, ctx = pg.engine(), pg.ctx(ds)
+    engine.backup(ctx)
+    engine.transform(ctx, "fill-status")
+    with psycopg.connect(app, autocommit=True) as conn:
+        row = conn.execute("INSERT INTO orders (amount) VALUES (4) RETURNING id, status").fetchone()
+        assert row is not None
+        assert row[1] == "open"  # transformed in flight
+        conn.execute("UPDATE orders SET status = 'cancelled' WHERE id = 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM convoy_backup.undo_log")
+    assert pg.scalar("SELECT count(*) FROM orders WHERE status IS NULL") == 0
+    result = engine.revert(ctx)
+    assert result.conflicts == ("public.orders:1",)
+    assert pg.scalar("SELECT status FROM orders WHERE id = 1") == "cancelled"
+    assert pg.scalar("SELECT status FROM orders WHERE id = %s", [row[0]]) is None
