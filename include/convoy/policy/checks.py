@@ -55,6 +55,9 @@ def check_policy(
     data = mapping(doc.data)
     _check_metadata(reporter, data)
     _check_schedule(reporter, data.get("schedule"))
+    _check_schedule(
+        reporter, mapping(data.get("driftCheck")).get("schedule"), ("driftCheck", "schedule")
+    )
     _check_kubernetes(reporter, mapping(data.get("kubernetes")))
     _check_alerts(reporter, mapping(data.get("alerts")))
     _check_approval(reporter, data.get("approval"))
@@ -82,10 +85,9 @@ def _check_metadata(reporter: Reporter, data: dict[str, Any]) -> None:
     _name(reporter, ("metadata", "name"), name, "policy name")
 
 
-def _check_schedule(reporter: Reporter, schedule: Any) -> None:
+def _check_schedule(reporter: Reporter, schedule: Any, path: FieldPath = ("schedule",)) -> None:
     if not isinstance(schedule, str):
         return
-    path = ("schedule",)
     if schedule.startswith("@"):
         if schedule not in AIRFLOW_PRESETS:
             reporter.error(

@@ -216,6 +216,13 @@ class ApprovalSettings(_Model):
     )
 
 
+class DriftCheck(_Model):
+    schedule: StrictStr = Field(
+        description="When to compare the live state with the policy: 5-field cron or an "
+        "Airflow preset (@hourly...)."
+    )
+
+
 class Policy(_Model):
     api_version: Literal["convoy/v1"]
     kind: Literal["UpgradePolicy"]
@@ -239,3 +246,8 @@ class Policy(_Model):
     rollback: RollbackSettings = RollbackSettings()
     alerts: AlertSettings = AlertSettings()
     approval: ApprovalSettings = ApprovalSettings()
+    drift_check: DriftCheck | None = Field(
+        None,
+        description="Adds the DAG <name>__drift: `convoy status` on this schedule, alerting "
+        "alerts.onFailure on drift or degraded.",
+    )
