@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from convoy.airflow import config, runtime
@@ -41,6 +42,49 @@ class FakeTI:
             task, _, key = where.rpartition(":")
             where = (task, key)
         self.xcoms[where] = value
+
+    def freeze(
+        self,
+        policy: Any,
+        *,
+        services: list[str] | None = None,
+        mode: str = "upgrade",
+        dry_run: bool = False,
+        rollback_run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Store preflight's run record of ``policy`` (a path or LoadedPolicy) and its selection.
+
+        What :func:`convoy.airflow.runtime.preflight` would push for these params;
+        returns the selection (also stored as preflight's return value).
+        """
+        from convoy.plan import build_plan
+        from convoy.plan.record import freeze
+        from convoy.policy import load_policy
+
+        loaded = load_policy(policy) if isinstance(policy, str | Path) else policy
+        whole = build_plan(loaded)
+        plan = build_plan(loaded, services=services) if mode == "upgrade" else whole
+        record = freeze(
+            loaded,
+            plan,
+            dag_plan_digest=whole.digest,
+            mode="rollback" if mode == "rollback" else "upgrade",
+            dry_run=dry_run,
+            rollback_run_id=rollback_run_id,
+        )
+        chosen: dict[str, Any] = {
+            "digest": whole.digest,
+            "mode": mode,
+            "dry_run": dry_run,
+            "services": list(record.selected_services),
+            "datastores": list(record.selected_datastores),
+            "record": record.digest,
+        }
+        if mode == "rollback":
+            chosen["rollback_run_id"] = rollback_run_id
+        self.set_xcom((config.PREFLIGHT, runtime.RECORD_KEY), record.to_dict())
+        self.set_xcom((config.PREFLIGHT, "return_value"), chosen)
+        return chosen
 
     def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, Any]:
         return {run_ids[0]: self.states}

@@ -28,7 +28,6 @@ def loaded(write_policy: Callable[..., Path]) -> Any:
 @pytest.fixture
 def operator(loaded: Any) -> approval.PlanApprovalOperator:
     return approval.PlanApprovalOperator(
-        policy_path=str(loaded.path),
         plan=build_plan(loaded),
         conn_id="kubernetes_default",
         in_cluster=False,
@@ -85,9 +84,18 @@ def test_dry_run_is_not_held_for_approval(operator: Any) -> None:
     assert approval.decision(ctx) is not None
 
 
+def _record(loaded: Any, **kwargs: Any) -> Any:
+    ti = FakeTI("approve")
+    ti.freeze(loaded, **kwargs)
+    return runtime.run_record({"ti": ti})
+
+
 def test_request_body_of_the_run_selection(loaded: Any) -> None:
     body = approval.request_body(
-        loaded, UPGRADE, conn_id="kubernetes_default", in_cluster=False, read_images=False
+        _record(loaded, services=["redis"]),
+        conn_id="kubernetes_default",
+        in_cluster=False,
+        read_images=False,
     )
     assert "1 service(s) in 1 wave(s)" in body
     assert "| `redis` | StatefulSet/redis-cart | `redis` | unknown | `reg/redis:2.4.0` |" in body
@@ -97,8 +105,8 @@ def test_request_body_of_the_run_selection(loaded: Any) -> None:
 
 
 def test_request_body_of_a_manual_rollback(loaded: Any) -> None:
-    chosen = {"mode": "rollback", "rollback_run_id": "manual__1", "dry_run": False}
-    body = approval.request_body(loaded, chosen, conn_id="k", in_cluster=False)
+    frozen = _record(loaded, mode="rollback", rollback_run_id="manual__1")
+    body = approval.request_body(frozen, conn_id="k", in_cluster=False)
     assert "Manual rollback in **shop** of run `manual__1`" in body
     assert "revert images of redis" in body
 

@@ -68,7 +68,8 @@ def policy_path(
 
 
 def _stage(fn: Callable[..., Any], ti: FakeTI, policy_path: str, **kw: Any) -> Any:
-    return fn(policy_path=policy_path, datastore="catalog", ti=ti, run_id="r1", **kw)
+    ti.freeze(policy_path)
+    return fn(datastore="catalog", ti=ti, run_id="r1", **kw)
 
 
 def test_backup_migrate_and_revert_push_progress_before_their_result(policy_path: str) -> None:

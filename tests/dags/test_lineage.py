@@ -14,6 +14,7 @@ from dag_policies import policy_dict
 
 from convoy.airflow import build_dag, lineage
 from convoy.plan import build_plan
+from convoy.plan.record import freeze
 from convoy.policy import load_policy
 
 ORDERS = {
@@ -94,14 +95,20 @@ def test_migrate_adds_the_tables_its_applied_files_touch(built: tuple[Any, str])
     migrate = dag.get_task("datastore_orders.migrate")
     applied = [{"version": v, "status": "applied"} for v in ("1", "2")]
     result = {"datastore": "orders", "applied": applied}
-    ti = FakeTI(migrate, {(migrate.task_id, "result"): result})
+    # The migration files the run executed: as preflight froze them in the run record.
+    loaded = load_policy(dag.get_task("preflight").op_kwargs["policy_path"])
+    frozen = freeze(
+        loaded, build_plan(loaded), dag_plan_digest="d", mode="upgrade", dry_run=False
+    ).to_dict()
+    record = {("preflight", "run_record"): frozen}
+    ti = FakeTI(migrate, {(migrate.task_id, "result"): result, **record})
     assert _names(lineage.output_datasets(migrate, ti)) == {
         ("postgres://orders_db:5432", "orders.public.orders"),
         ("postgres://orders_db:5432", "orders.audit.order_log"),
     }
     revert = dag.get_task("rollback.revert_data_orders")
     undone = {"datastore": "orders", "reverted": True, "result": {"undone": ["2"]}}
-    ti = FakeTI(revert, {(revert.task_id, "result"): undone})
+    ti = FakeTI(revert, {(revert.task_id, "result"): undone, **record})
     assert ("postgres://orders_db:5432", "orders.audit.order_log") in _names(
         lineage.output_datasets(revert, ti)
     )

@@ -7,11 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_policies import policy_dict
 from fake_ti import FakeTI
 
 from convoy.airflow import config, runtime
 
 NS = "shop"
+
+
+@pytest.fixture
+def policy(write_policy: Any) -> Path:
+    """``cart`` with the emulator's slow image (the run record's target)."""
+    cart = {"name": "cart", "workload": {"kind": "Deployment", "name": "cartservice"},
+            "containers": {"server": "cart:2.4.0-slow"}}  # fmt: skip
+    return write_policy("shop.yaml", policy_dict("shop", services=[cart]))  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -23,11 +32,12 @@ def kube_conn(emulated_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_rollout_local_pushes_progress_while_it_waits(
-    emulated_cluster: Any, kube_conn: str, monkeypatch: pytest.MonkeyPatch
+    emulated_cluster: Any, kube_conn: str, policy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVOY_PROGRESS_PUSH_INTERVAL_S", "0")
     emulated_cluster.add_workload("Deployment", NS, "cartservice", {"server": "cart:2.3.0"})
-    ti = FakeTI("wave_1.rollout_cart", selection={"services": ["cart"], "dry_run": False})
+    ti = FakeTI("wave_1.rollout_cart")
+    ti.freeze(policy, services=["cart"])
     step = {
         "service": "cart",
         "namespace": NS,
@@ -60,7 +70,7 @@ def test_rollout_local_pushes_progress_while_it_waits(
 
 
 def test_rollout_local_keeps_going_when_a_progress_push_fails(
-    emulated_cluster: Any, kube_conn: str, monkeypatch: pytest.MonkeyPatch
+    emulated_cluster: Any, kube_conn: str, policy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVOY_PROGRESS_PUSH_INTERVAL_S", "0")
     emulated_cluster.add_workload("Deployment", NS, "cartservice", {"server": "cart:2.3.0"})
@@ -71,7 +81,8 @@ def test_rollout_local_keeps_going_when_a_progress_push_fails(
                 raise RuntimeError("execution API unreachable")
             super().xcom_push(key, value)
 
-    ti = RefusingTI("wave_1.rollout_cart", selection={"services": ["cart"], "dry_run": False})
+    ti = RefusingTI("wave_1.rollout_cart")
+    ti.freeze(policy, services=["cart"])
     data = runtime.rollout_local(
         step={
             "service": "cart",

@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from dag_policies import policy_dict
+from fake_ti import FakeTI
 from kubernetes.client import ApiClient
 from kubernetes_validate.utils import all_versions
 
@@ -95,18 +96,26 @@ def test_run_id_is_templated(dag: Any) -> None:
     assert task.arguments[-2:] == ["--run-id", "manual__1"]
 
 
-class FakeTI:
-    def __init__(self, xcoms: dict[tuple[str, str | None], Any]) -> None:
-        self.xcoms = xcoms
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        return self.xcoms.get((task_ids, key))
+def _ti(dag: Any, xcoms: dict[tuple[str, str], Any]) -> FakeTI:
+    """A task instance whose run record is the policy's, with the run's ``xcoms``."""
+    chosen = xcoms.get(("preflight", "return_value")) or {}
+    ti = FakeTI("task")
+    ti.freeze(
+        dag.get_task("preflight").op_kwargs["policy_path"],
+        services=list(chosen.get("services") or ()) or None,
+        mode=str(chosen.get("mode") or "upgrade"),
+        dry_run=bool(chosen.get("dry_run")),
+        rollback_run_id=chosen.get("rollback_run_id"),
+    )
+    for where, value in xcoms.items():
+        ti.set_xcom(where, value)
+    return ti
 
 
 @pytest.mark.parametrize(("dry_run", "flag"), [(True, True), (False, False)])
 def test_dry_run_flag_added_at_run_time(dag: Any, dry_run: bool, flag: bool) -> None:
     task = dag.task_dict["wave_1.rollout_cart"]
-    ti = FakeTI({("preflight", "return_value"): {"services": ["cart"], "dry_run": dry_run}})
+    ti = _ti(dag, {("preflight", "return_value"): {"services": ["cart"], "dry_run": dry_run}})
     assert task.prepare_arguments({"ti": ti}) is None
     assert ("--dry-run" in task.arguments) is flag
 
@@ -115,14 +124,15 @@ def test_unselected_service_is_skipped(dag: Any) -> None:
     from airflow.sdk.exceptions import AirflowSkipException
 
     task = dag.task_dict["wave_1.rollout_cart"]
-    ti = FakeTI({("preflight", "return_value"): {"services": ["redis"], "dry_run": False}})
+    ti = _ti(dag, {("preflight", "return_value"): {"services": ["redis"], "dry_run": False}})
     with pytest.raises(AirflowSkipException):
         task.prepare_arguments({"ti": ti})
 
 
 def test_revert_pod_uses_previous_images(dag: Any) -> None:
     task = dag.task_dict["rollback.revert_cart"]
-    ti = FakeTI(
+    ti = _ti(
+        dag,
         {
             ("preflight", "return_value"): {"services": ["cart"], "dry_run": False},
             ("rollback.gate", "return_value"): ["wave_2.rollout_checkout"],
@@ -131,7 +141,7 @@ def test_revert_pod_uses_previous_images(dag: Any) -> None:
                 "dryRun": False,
                 "previousImages": {"server": "reg/cart:2.3.0", "proxy": "reg/envoy:1.29.0"},
             },
-        }
+        },
     )
     assert task.prepare_arguments({"ti": ti}) is None
     assert task.arguments[:7] == [
@@ -153,12 +163,13 @@ def test_revert_pod_uses_previous_images(dag: Any) -> None:
 )
 def test_revert_pod_noops(dag: Any, gate: Any, result: Any, reason: str) -> None:
     task = dag.task_dict["rollback.revert_cart"]
-    ti = FakeTI(
+    ti = _ti(
+        dag,
         {
             ("preflight", "return_value"): {"services": ["cart"], "dry_run": False},
             ("rollback.gate", "return_value"): gate,
             ("wave_1.rollout_cart", "result"): result,
-        }
+        },
     )
     assert task.prepare_arguments({"ti": ti}) == {
         "service": "cart",
@@ -170,7 +181,8 @@ def test_revert_pod_noops(dag: Any, gate: Any, result: Any, reason: str) -> None
 def test_revert_pod_in_a_manual_rollback_checks_the_run_annotation(dag: Any) -> None:
     task = dag.task_dict["rollback.revert_cart"]
     task.render_template_fields({"run_id": "manual__undo", "params": {}})
-    ti = FakeTI(
+    ti = _ti(
+        dag,
         {
             ("preflight", "return_value"): {
                 "mode": "rollback",
@@ -180,7 +192,7 @@ def test_revert_pod_in_a_manual_rollback_checks_the_run_annotation(dag: Any) -> 
             },
             ("rollback.gate", "return_value"): ["manual rollback of manual__1"],
             # The forward steps were skipped in this run: no apply result to read.
-        }
+        },
     )
     assert task.prepare_arguments({"ti": ti}) is None
     assert task.prepare_arguments({"ti": ti}) is None  # a second call adds nothing
@@ -196,11 +208,12 @@ def test_revert_pod_in_a_manual_rollback_checks_the_run_annotation(dag: Any) -> 
 def test_revert_pod_in_a_manual_dry_run_does_nothing(dag: Any) -> None:
     task = dag.task_dict["rollback.revert_cart"]
     chosen = {"mode": "rollback", "rollback_run_id": "manual__1", "services": [], "dry_run": True}
-    ti = FakeTI(
+    ti = _ti(
+        dag,
         {
             ("preflight", "return_value"): chosen,
             ("rollback.gate", "return_value"): ["manual rollback of manual__1"],
-        }
+        },
     )
     assert task.prepare_arguments({"ti": ti})["reason"] == "rollback not requested"
     assert "--only-if-run-id" not in task.arguments

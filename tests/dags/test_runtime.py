@@ -24,11 +24,14 @@ def policy_file(write_policy: Callable[..., Path]) -> Path:
 
 def test_preflight_resolves_selection(policy_file: Path) -> None:
     digest = build_plan(load_policy(policy_file)).digest
+    ti = FakeTI("preflight")
     out = runtime.preflight(
         policy_path=str(policy_file),
         digest=digest,
         params={"dry_run": True, "services": ["cart"], "mode": "upgrade"},
+        ti=ti,
     )
+    record = out.pop("record")
     assert out == {
         "digest": digest,
         "mode": "upgrade",
@@ -36,6 +39,24 @@ def test_preflight_resolves_selection(policy_file: Path) -> None:
         "services": ["cart", "redis"],
         "datastores": [],
     }
+    ti.set_xcom("preflight:return_value", {**out, "record": record})
+    frozen = runtime.run_record({"ti": ti})
+    assert frozen.digest == record
+    assert frozen.plan.services == ("cart", "redis")
+    assert frozen.dag_plan_digest == digest
+    assert frozen.policy_sha256 == load_policy(policy_file).source_sha256
+
+
+def test_run_record_refuses_an_altered_or_missing_record(policy_file: Path) -> None:
+    ti = FakeTI("x")
+    ti.freeze(policy_file)
+    stored = ti.xcom_pull(task_ids="preflight", key=runtime.RECORD_KEY)
+    stored["plan"]["waves"][0]["steps"][0]["containers"][0][1] = "evil:1"
+    with pytest.raises(AirflowFailException, match="altered"):
+        runtime.run_record({"ti": ti})
+    ti.set_xcom("preflight:run_record", None)
+    with pytest.raises(AirflowFailException, match="missing"):
+        runtime.run_record({"ti": ti})
 
 
 def test_preflight_refuses_a_changed_policy(policy_file: Path) -> None:
@@ -61,7 +82,9 @@ def test_preflight_rejects_bad_params(
 ) -> None:
     digest = build_plan(load_policy(policy_file)).digest
     with pytest.raises(AirflowFailException, match=match):
-        runtime.preflight(policy_path=str(policy_file), digest=digest, params=params)
+        runtime.preflight(
+            policy_path=str(policy_file), digest=digest, params=params, ti=FakeTI("preflight")
+        )
 
 
 WATCHED = ["wave_0.rollout_a", "wave_1.rollout_b"]
@@ -145,6 +168,7 @@ def test_preflight_manual_rollback_skips_every_forward_step(
         policy_path=str(policy_file),
         digest=digest,
         params={"mode": "rollback", "rollback_run_id": "manual__1", "services": ["cart"]},
+        ti=FakeTI("preflight"),
     )
     assert out["mode"] == "rollback"
     assert out["rollback_run_id"] == "manual__1"
@@ -161,6 +185,7 @@ def test_preflight_manual_rollback_in_kubernetes_mode(
         policy_path=str(policy_file),
         digest=digest,
         params={"mode": "rollback", "rollback_run_id": "r1"},
+        ti=FakeTI("preflight"),
     )
     assert (out["mode"], out["rollback_run_id"], out["services"]) == ("rollback", "r1", [])
 

@@ -57,7 +57,8 @@ def test_mongo_validation_pushes_progress_before_its_result(policy_path: str) ->
         "datastore_catalog.validate",
         selection={"services": [], "datastores": ["catalog"], "dry_run": False},
     )
-    data = datastores.validate(policy_path=policy_path, datastore="catalog", ti=ti, run_id="r1")
+    ti.freeze(policy_path)
+    data = datastores.validate(datastore="catalog", ti=ti, run_id="r1")
     assert all(o["success"] for o in data["outcomes"])
     progress = ti.progress()
     assert [v["done"] for v in progress] == [200, 400, 600, 800, 1000, 1000]

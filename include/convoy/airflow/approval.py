@@ -30,13 +30,8 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from convoy.airflow import runtime
-from convoy.plan import (
-    Plan,
-    build_plan,
-    render_approval_markdown,
-    render_rollback_approval_markdown,
-)
-from convoy.policy.loader import LoadedPolicy, load_policy
+from convoy.plan import Plan, render_approval_markdown, render_rollback_approval_markdown
+from convoy.plan.record import RunRecord
 from convoy.redaction import get_logger
 
 log = get_logger(__name__)
@@ -61,11 +56,6 @@ def assigned_users(approvers: tuple[str, ...] | list[str]) -> list[dict[str, str
     names approvers by that id, which doubles as the displayed name.
     """
     return [{"id": name, "name": name} for name in approvers]
-
-
-def migration_names(loaded: LoadedPolicy) -> dict[str, list[str]]:
-    """Datastore -> its forward migration files (``V2__add_status``), in order."""
-    return {ds: [m.name for m in files if m.kind == "V"] for ds, files in loaded.migrations.items()}
 
 
 def current_images(plan: Plan, conn_id: str, in_cluster: bool) -> dict[str, dict[str, str]] | None:
@@ -96,25 +86,24 @@ def current_images(plan: Plan, conn_id: str, in_cluster: bool) -> dict[str, dict
 
 
 def request_body(
-    loaded: LoadedPolicy,
-    chosen: Mapping[str, Any],
-    *,
-    conn_id: str,
-    in_cluster: bool,
-    read_images: bool = True,
+    record: RunRecord, *, conn_id: str, in_cluster: bool, read_images: bool = True
 ) -> str:
-    """The Markdown an approver reads for this run (its selection, mode and dry-run flag)."""
-    dry_run = bool(chosen.get("dry_run"))
-    if chosen.get("mode") == "rollback":
-        plan = build_plan(loaded)
-        return render_rollback_approval_markdown(
-            plan, str(chosen.get("rollback_run_id") or ""), dry_run=dry_run
+    """The Markdown an approver reads for this run: its frozen plan (selection, mode, dry run).
+
+    What is approved is exactly what the later tasks execute: the run record
+    preflight froze, with its digest.
+    """
+    plan = record.plan
+    if record.mode == "rollback":
+        body = render_rollback_approval_markdown(
+            plan, record.rollback_run_id or "", dry_run=record.dry_run
         )
-    plan = build_plan(loaded, services=list(chosen.get("services") or ()) or None)
-    current = current_images(plan, conn_id, in_cluster) if read_images else None
-    return render_approval_markdown(
-        plan, current=current, migrations=migration_names(loaded), dry_run=dry_run
-    )
+    else:
+        current = current_images(plan, conn_id, in_cluster) if read_images else None
+        body = render_approval_markdown(
+            plan, current=current, migrations=record.migration_names(), dry_run=record.dry_run
+        )
+    return body + f"\nRun record `{record.digest[:12]}` (frozen at preflight).\n"
 
 
 class PlanApprovalOperator(ApprovalOperator):
@@ -126,7 +115,6 @@ class PlanApprovalOperator(ApprovalOperator):
     def __init__(
         self,
         *,
-        policy_path: str,
         plan: Plan,
         conn_id: str,
         in_cluster: bool,
@@ -147,7 +135,6 @@ class PlanApprovalOperator(ApprovalOperator):
             retries=0,
             **kwargs,
         )
-        self.policy_path = policy_path
         self.conn_id = conn_id
         self.in_cluster = in_cluster
         self.approvers = tuple(gate.approvers)
@@ -158,8 +145,8 @@ class PlanApprovalOperator(ApprovalOperator):
         if chosen.get("dry_run"):
             log.info("dry run: nothing will change, so no approval is needed")
             return record(context, NOT_NEEDED, reason="dry run")
-        loaded = load_policy(self.policy_path)
-        self.body = request_body(loaded, chosen, conn_id=self.conn_id, in_cluster=self.in_cluster)
+        frozen = runtime.run_record(context)
+        self.body = request_body(frozen, conn_id=self.conn_id, in_cluster=self.in_cluster)
         log.info(
             "waiting up to %d min for %s to approve:\n%s",
             self.timeout_minutes,

@@ -171,7 +171,7 @@ class _Builder:
         task = PythonOperator(
             task_id=stage,
             python_callable=callables[stage],
-            op_kwargs={"policy_path": self.policy_path, "datastore": phase.datastore},
+            op_kwargs={"datastore": phase.datastore},
             trigger_rule="none_failed",
             **extra,
         )
@@ -183,7 +183,6 @@ class _Builder:
         tasks: list[Task] = []
         for t in ds.transforms:
             kwargs = {
-                "policy_path": self.policy_path,
                 "datastore": phase.datastore,
                 "transform": t.name,
             }
@@ -323,7 +322,6 @@ class _Builder:
                         task_id=config.revert_data_task_id(undo.datastore),
                         python_callable=datastores.revert,
                         op_kwargs={
-                            "policy_path": self.policy_path,
                             "datastore": undo.datastore,
                             "stage_task_ids": self.group_ids.get(undo.datastore, []),
                             "mapped_task_ids": list(self.mapped_ids),
@@ -420,7 +418,6 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         if plan.approval is not None:
             # Between preflight (which resolves the run's selection) and any change.
             first = approval.PlanApprovalOperator(
-                policy_path=str(loaded.path.resolve()),
                 plan=plan,
                 conn_id=builder.settings.conn_id,
                 in_cluster=builder.settings.in_cluster,

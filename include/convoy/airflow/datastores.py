@@ -3,11 +3,13 @@
 ``datastore_<name>``: ``backup -> migrate -> partitions_<t> -> transform_<t>
 (mapped over the partitions) ... -> validate``; ``rollback.revert_data_<name>``.
 
-Each task reloads the policy (``policy_path``; preflight already checked it
-still matches the DAG), builds the engine from the datastore's Airflow
-connection and a :class:`~convoy.engines.base.RunContext` from the Airflow
-context, calls one engine stage and returns its ``to_dict()`` (also pushed
-under the XCom key ``result``). Connection strings and clients never reach a
+Each task executes its stage from the run record frozen by preflight
+(:func:`convoy.airflow.runtime.run_record`: the datastore's specification and
+its migration files with their contents, digest-checked), never from the
+policy file as it is now. It builds the engine from the datastore's Airflow
+connection and a :class:`~convoy.engines.base.RunContext` from the record and
+the Airflow context, calls one engine stage and returns its ``to_dict()``
+(also pushed under the XCom key ``result``). Connection strings and clients never reach a
 log line, XCom or the report: engines log DSNs redacted and results carry no
 credentials. Engine and provider modules are imported lazily.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import importlib
 import os
 import re
@@ -29,7 +32,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from convoy.airflow import config, retries, runtime
 from convoy.engines.base import DatastoreEngine, Partition, RunContext
 from convoy.observe import metrics
-from convoy.policy.loader import load_policy
+from convoy.plan.record import DatastoreRecord, RecordError, RunRecord
+from convoy.policy.models import Datastore as DatastoreModel
 from convoy.policy.models import MongoDatastore, PostgresDatastore
 from convoy.redaction import get_logger
 
@@ -104,13 +108,44 @@ def mongo_client(conn_id: str) -> Any:
 # --------------------------------------------------------------------------- context
 
 
-def load_datastore(policy_path: str, name: str) -> tuple[str, Datastore, Path]:
-    """(policy name, datastore model, policy directory) from the policy file."""
-    loaded = load_policy(policy_path)
-    for ds in loaded.policy.datastores:
-        if ds.name == name:
-            return loaded.policy.metadata.name, ds, loaded.path.resolve().parent
-    raise AirflowFailException(f"datastore {name!r} is no longer in {policy_path}")
+@functools.cache
+def _datastore_adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(DatastoreModel)
+
+
+def datastore_model(frozen: DatastoreRecord) -> Datastore:
+    """The datastore's specification as preflight froze it."""
+    model: Datastore = _datastore_adapter().validate_python(frozen.spec)
+    return model
+
+
+class Frozen:
+    """One datastore of the run record: its model, migration files and policy directory."""
+
+    def __init__(self, record: RunRecord, name: str) -> None:
+        try:
+            entry = record.datastore(name)
+            self.migrations = entry.migration_files(record.base_dir)
+        except RecordError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.record = record
+        self.ds = datastore_model(entry)
+        self.base_dir = Path(record.base_dir)
+
+    def run_context(self, context: Mapping[str, Any]) -> RunContext:
+        return dataclasses.replace(
+            run_context(self.record.policy_name, self.ds, self.base_dir, context),
+            migrations=self.migrations,
+        )
+
+
+def frozen_datastore(context: Mapping[str, Any], name: str) -> Frozen:
+    """``name`` from this run's record; logs the policy files changed since preflight."""
+    record = runtime.run_record(context)
+    runtime.log_drift(record)
+    return Frozen(record, name)
 
 
 def _utc(value: Any) -> dt.datetime | None:
@@ -156,13 +191,14 @@ def build_engine(ds: Datastore) -> DatastoreEngine:
 class _Stage:
     """What every stage task needs: selection, datastore, context, engine."""
 
-    def __init__(self, policy_path: str, datastore: str, context: Mapping[str, Any]) -> None:
+    def __init__(self, datastore: str, context: Mapping[str, Any]) -> None:
         chosen = runtime.selection(context)
         if datastore not in chosen["datastores"]:
             raise AirflowSkipException(f"datastore {datastore!r} not part of this run")
         self.dry_run = bool(chosen["dry_run"])
-        self.policy_name, self.ds, self.base_dir = load_datastore(policy_path, datastore)
-        self.ctx = run_context(self.policy_name, self.ds, self.base_dir, context)
+        frozen = frozen_datastore(context, datastore)
+        self.policy_name, self.ds = frozen.record.policy_name, frozen.ds
+        self.ctx = frozen.run_context(context)
         self.context = context
 
     def engine(self) -> DatastoreEngine:
@@ -185,8 +221,8 @@ def _fail_deterministic(what: str, exc: Exception) -> None:
 # --------------------------------------------------------------------------- stages
 
 
-def backup(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any]:
-    stage = _Stage(policy_path, datastore, context)
+def backup(*, datastore: str, **context: Any) -> dict[str, Any]:
+    stage = _Stage(datastore, context)
     try:
         result = stage.engine().backup(stage.reporting(), dry_run=stage.dry_run)
     except Exception as exc:
@@ -195,8 +231,8 @@ def backup(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any
     return stage.done(result.to_dict())
 
 
-def migrate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any]:
-    stage = _Stage(policy_path, datastore, context)
+def migrate(*, datastore: str, **context: Any) -> dict[str, Any]:
+    stage = _Stage(datastore, context)
     try:
         result = stage.engine().migrate(stage.reporting(), dry_run=stage.dry_run)
     except Exception as exc:
@@ -209,13 +245,11 @@ def migrate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, An
     return data
 
 
-def partitions(
-    *, policy_path: str, datastore: str, transform: str, **context: Any
-) -> list[list[dict[str, Any]]]:
+def partitions(*, datastore: str, transform: str, **context: Any) -> list[list[dict[str, Any]]]:
     """Key ranges of one transform, as the ``op_args`` of each mapped transform task."""
     from convoy.engines.postgres.dry_run import WriteRefused
 
-    stage = _Stage(policy_path, datastore, context)
+    stage = _Stage(datastore, context)
     try:
         parts = stage.engine().partitions(stage.ctx, transform, config.max_partitions())
     except Exception as exc:
@@ -233,13 +267,12 @@ def partitions(
 def transform(
     partition: Mapping[str, Any] | None,
     *,
-    policy_path: str,
     datastore: str,
     transform: str,
     **context: Any,
 ) -> dict[str, Any]:
     """One mapped instance: the transform over one key range."""
-    stage = _Stage(policy_path, datastore, context)
+    stage = _Stage(datastore, context)
     part = Partition.from_dict(partition) if partition else None
     ctx = dataclasses.replace(stage.ctx, progress=TransformProgress(stage, transform))
     try:
@@ -324,9 +357,9 @@ def run_dir(policy_name: str, run_id: str, datastore: str) -> Path:
     return path
 
 
-def validate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, Any]:
+def validate(*, datastore: str, **context: Any) -> dict[str, Any]:
     """Hand-off to ``convoy.validation``; blocking failures fail the task (rollback runs)."""
-    stage = _Stage(policy_path, datastore, context)
+    stage = _Stage(datastore, context)
     try:
         from convoy.validation import validate_datastore  # type: ignore[import-not-found,unused-ignore]
     except ModuleNotFoundError as exc:
@@ -365,7 +398,6 @@ def validate(*, policy_path: str, datastore: str, **context: Any) -> dict[str, A
 
 def revert(
     *,
-    policy_path: str,
     datastore: str,
     stage_task_ids: list[str],
     mapped_task_ids: list[str],
@@ -391,10 +423,10 @@ def revert(
         if not ran:
             log.info("%s: no step ran in this run: nothing to revert", datastore)
             return {"datastore": datastore, "reverted": False, "reason": "no step ran in this run"}
-    policy_name, ds, base_dir = load_datastore(policy_path, datastore)
+    frozen = frozen_datastore(context, datastore)
+    ds = frozen.ds
     ctx = dataclasses.replace(
-        run_context(policy_name, ds, base_dir, context),
-        progress=runtime.progress_sink(context["ti"]),
+        frozen.run_context(context), progress=runtime.progress_sink(context["ti"])
     )
     if target is not None:
         # Manual rollback: the engine reverts what the target run applied.
@@ -426,7 +458,7 @@ def revert(
     return data
 
 
-def complete(*, policy_path: str, datastores: list[str], **context: Any) -> list[str]:
+def complete(*, datastores: list[str], **context: Any) -> list[str]:
     """End the run's in-flight datastore work (triggers, write capture); never raises.
 
     Runs at the end of every run whose data was not reverted: a reverted
@@ -444,9 +476,9 @@ def complete(*, policy_path: str, datastores: list[str], **context: Any) -> list
         if name not in chosen["datastores"]:
             continue
         try:
-            policy_name, ds, base_dir = load_datastore(policy_path, name)
-            ctx = run_context(policy_name, ds, base_dir, context)
-            done += [f"{name}: {line}" for line in build_engine(ds).complete(ctx)]
+            frozen = Frozen(runtime.run_record(context), name)
+            ctx = frozen.run_context(context)
+            done += [f"{name}: {line}" for line in build_engine(frozen.ds).complete(ctx)]
         except Exception:
             log.exception("%s: could not complete the run's datastore work", name)
     return done

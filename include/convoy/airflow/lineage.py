@@ -26,8 +26,7 @@ the task.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -38,6 +37,7 @@ from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import RunFacet
 
 from convoy.airflow import assets, config, runtime
+from convoy.plan.record import FrozenMigration
 from convoy.redaction import get_logger, redact_data
 
 log = get_logger(__name__)
@@ -351,44 +351,49 @@ def _reverted_steps(task: Any) -> list[str]:
     return [str(apply_id)] if apply_id else []
 
 
-def _sql_tables(base_dir: Path, relative: str, versions: set[str], kind: str) -> set[str]:
+def _sql_tables(files: Sequence[FrozenMigration], versions: set[str], kind: str) -> set[str]:
     """``schema.table`` names the ``kind`` (V or U) files of ``versions`` touch or create."""
     from convoy.engines.postgres.sql import touched_tables
-    from convoy.policy.migrations import scan_migrations
 
-    files, _problems = scan_migrations(base_dir / relative, kind="postgres", root=base_dir)
     names: set[str] = set()
     for f in files:
         if f.kind == kind and f.version_text in versions:
-            touched, created = touched_tables(f.path.read_text(encoding="utf-8"))
+            touched, created = touched_tables(f.content)
             names |= {f"{t.schema or 'public'}.{t.name}" for t in touched | created}
     return names
 
 
-def runtime_assets(task: Any, result: Mapping[str, Any]) -> list[Any]:
-    """Tables a finished migrate or data revert changed beyond the declared outlets."""
+def runtime_assets(task: Any, result: Mapping[str, Any], ti: Any) -> list[Any]:
+    """Tables a finished migrate or data revert changed beyond the declared outlets.
+
+    Read from the run's record (the migration files the run executed, as
+    preflight froze them), never from the policy files as they are now.
+    """
     name = _callable_name(task)
     if name not in ("migrate", "revert"):
         return []
     kwargs = _op_kwargs(task)
-    from convoy.airflow.datastores import load_datastore
+    from convoy.airflow.datastores import datastore_model
+    from convoy.plan.record import record_from_json
     from convoy.policy.models import PostgresDatastore
 
-    _policy, ds, base_dir = load_datastore(str(kwargs["policy_path"]), str(kwargs["datastore"]))
+    record = record_from_json(ti.xcom_pull(task_ids=config.PREFLIGHT, key=runtime.RECORD_KEY))
+    frozen = record.datastore(str(kwargs["datastore"]))
+    ds = datastore_model(frozen)
     if not isinstance(ds, PostgresDatastore):
         return []
     tables: set[str] = set()
     if name == "migrate":
         entry = _datastore_entry(result)
         applied = set(entry.get("migrationsApplied") or ())
-        if ds.migrations and applied:
-            tables |= _sql_tables(base_dir, ds.migrations, applied, "V")
+        if applied:
+            tables |= _sql_tables(frozen.migrations, applied, "V")
     else:
         inner = result.get("result")
         inner = inner if isinstance(inner, Mapping) else {}
         undone = set(_strings(inner.get("undone")))
-        if ds.migrations and undone:
-            tables |= _sql_tables(base_dir, ds.migrations, undone, "U")
+        if undone:
+            tables |= _sql_tables(frozen.migrations, undone, "U")
         for key in ("restored_tables", "dropped_tables"):
             tables |= set(_strings(inner.get(key)))
     return [a for t in sorted(tables) if (a := assets._asset(assets.table_uri(ds, t)))]
@@ -400,7 +405,7 @@ def output_datasets(task: Any, ti: Any = None) -> list[Dataset]:
     if ti is not None:
         result = task_result(ti)
         if result is not None:
-            found += runtime_assets(task, result)
+            found += runtime_assets(task, result, ti)
     datasets: dict[tuple[str, str], Dataset] = {}
     for asset in found:
         ds = dataset_for(asset)

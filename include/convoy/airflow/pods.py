@@ -12,11 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import Configuration
 from kubernetes.client import models as k8s
 
 from convoy.airflow import config, retries, runtime
 from convoy.plan import Plan, RolloutStep
+from convoy.plan.record import RecordError, RunRecord
 from convoy.policy.models import KubernetesSettings
 
 _M = TypeVar("_M")
@@ -81,6 +83,35 @@ def target_args(step: RolloutStep, containers: Sequence[tuple[str, str]]) -> lis
     return [*base, *container_args(containers)]
 
 
+#: Runner options whose values come from the run record (``--container`` only for applies).
+_FROZEN_OPTIONS = frozenset({"--namespace", "--kind", "--name", "--deadline-seconds"})
+
+
+def frozen_arguments(
+    arguments: Sequence[str], frozen: RunRecord, service: str, *, images: bool
+) -> list[str]:
+    """``arguments`` with the target, images and deadline of ``service`` in the run record.
+
+    Every other argument (action, run ids, flags added later) is kept in order.
+    """
+    try:
+        step = frozen.step(service)
+    except RecordError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    replaced = _FROZEN_OPTIONS | ({"--container"} if images else set())
+    rest: list[str] = []
+    i = 1
+    while i < len(arguments):
+        if arguments[i] in replaced and i + 1 < len(arguments):
+            i += 2
+            continue
+        rest.append(arguments[i])
+        i += 1
+    deadline = ["--deadline-seconds", str(frozen.plan.deadline_seconds)]
+    target = target_args(step, step.containers if images else ())
+    return [arguments[0], *target, *deadline, *rest]
+
+
 class RolloutPodOperator(KubernetesPodOperator):
     """KPO that skips unselected services, adds ``--dry-run`` and keeps the result on failure.
 
@@ -99,8 +130,15 @@ class RolloutPodOperator(KubernetesPodOperator):
     reverting: bool = False
 
     def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Adjust the rendered arguments; a returned dict is the result without a pod."""
+        """Adjust the rendered arguments; a returned dict is the result without a pod.
+
+        The workload, images and deadline are the run record's (the plan frozen
+        at preflight), whatever the DAG parsed now says.
+        """
         chosen = runtime.require_selected_service(context, self.service)
+        frozen = runtime.run_record(context)
+        runtime.log_drift(frozen)
+        self.arguments = frozen_arguments(self.arguments, frozen, self.service, images=True)
         if chosen["dry_run"] and "--dry-run" not in self.arguments:
             self.arguments = [*self.arguments, "--dry-run"]
         return None
@@ -197,6 +235,10 @@ class RevertPodOperator(RolloutPodOperator):
         failed = runtime.rollback_open(context)
         if failed is None:
             return {"service": self.service, "reverted": False, "reason": "rollback not requested"}
+        frozen = runtime.run_record(context)
+        if self.service not in frozen.plan.services:
+            return {"service": self.service, "reverted": False, "reason": "not part of this run"}
+        self.arguments = frozen_arguments(self.arguments, frozen, self.service, images=False)
         target = runtime.manual_rollback_of(context)
         if target is not None:
             # Manual rollback: the runner reads the workload and reverts it from its

@@ -21,7 +21,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from convoy.airflow import config
 from convoy.observe import metrics
 from convoy.observe.progress import ProgressSink, progress_value
-from convoy.plan import build_plan, render_text
+from convoy.plan import RolloutStep, build_plan, render_text
+from convoy.plan.record import RecordError, RunRecord, drift, freeze, record_from_json
 from convoy.policy.loader import load_policy
 from convoy.redaction import MASK, get_logger
 
@@ -30,6 +31,8 @@ log = get_logger(__name__)
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 #: XCom key of a long task's latest progress (docs/ui.md).
 PROGRESS_KEY = "progress"
+#: XCom key of preflight's run record (``convoy.plan.record``).
+RECORD_KEY = "run_record"
 
 
 # --------------------------------------------------------------------------- observability
@@ -129,7 +132,13 @@ def _services_done(context: Mapping[str, Any]) -> int:
 
 
 def preflight(*, policy_path: str, digest: str, **context: Any) -> dict[str, Any]:
-    """Re-check the policy against the built DAG and resolve this run's selection."""
+    """Re-check the policy against the built DAG, resolve this run's selection, freeze it.
+
+    The run's record (:mod:`convoy.plan.record`: the plan, the datastores'
+    specifications, the migration files with their contents) is pushed as
+    XCom ``run_record``; its digest is in the returned selection. Every later
+    task executes its step from that record and never reads the policy again.
+    """
     loaded = load_policy(policy_path)
     current = build_plan(loaded)
     if current.digest != digest:
@@ -141,7 +150,9 @@ def preflight(*, policy_path: str, digest: str, **context: Any) -> dict[str, Any
     params: Mapping[str, Any] = context.get("params") or {}
     mode = str(params.get("mode", "upgrade"))
     if mode == "rollback":
-        return _preflight_rollback(current, digest, params)
+        chosen_rollback = _preflight_rollback(current, digest, params)
+        frozen = _freeze(loaded, current, digest, chosen_rollback)
+        return _with_record(context, chosen_rollback, frozen)
     if mode != "upgrade":
         raise AirflowFailException(f"mode {mode!r}: expected 'upgrade' or 'rollback'")
     chosen = list(params.get("services") or [])
@@ -155,13 +166,66 @@ def preflight(*, policy_path: str, digest: str, **context: Any) -> dict[str, Any
     name = loaded.policy.metadata.name
     metrics.services_total(name, len(selected.services))
     metrics.services_done(name, 0)
-    return {
+    result: dict[str, Any] = {
         "digest": digest,
         "mode": mode,
         "dry_run": dry_run,
         "services": list(selected.services),
         "datastores": [p.datastore for p in selected.datastore_phases],
     }
+    return _with_record(context, result, _freeze(loaded, selected, digest, result))
+
+
+def _freeze(loaded: Any, plan: Any, digest: str, chosen: Mapping[str, Any]) -> RunRecord:
+    try:
+        return freeze(
+            loaded,
+            plan,
+            dag_plan_digest=digest,
+            mode="rollback" if chosen["mode"] == "rollback" else "upgrade",
+            dry_run=bool(chosen["dry_run"]),
+            rollback_run_id=chosen.get("rollback_run_id"),
+        )
+    except RecordError as exc:
+        raise AirflowFailException(f"cannot freeze the run's plan: {exc}") from exc
+
+
+def _with_record(
+    context: Mapping[str, Any], chosen: dict[str, Any], frozen: RunRecord
+) -> dict[str, Any]:
+    context["ti"].xcom_push(key=RECORD_KEY, value=frozen.to_dict())
+    files = sum(len(ds.migrations) for ds in frozen.datastores)
+    log.info(
+        "run record %s: plan %s, %d datastore(s), %d migration file(s) frozen; later tasks "
+        "execute this record, whatever happens to the policy files meanwhile",
+        frozen.digest,
+        frozen.plan.digest,
+        len(frozen.datastores),
+        files,
+    )
+    return {**chosen, "record": frozen.digest}
+
+
+def run_record(context: Mapping[str, Any]) -> RunRecord:
+    """This run's record (frozen by preflight), its digest checked; fails the task otherwise."""
+    chosen = selection(context)
+    value = context["ti"].xcom_pull(task_ids=config.PREFLIGHT, key=RECORD_KEY)
+    try:
+        return record_from_json(value, expected_digest=str(chosen.get("record") or "") or None)
+    except RecordError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def log_drift(frozen: RunRecord) -> list[str]:
+    """Log the policy files changed since preflight (no effect on this run); the lines."""
+    lines = [str(d) for d in drift(frozen)]
+    for line in lines:
+        log.warning(
+            "changed since preflight, not used by this run (it executes the record %s): %s",
+            frozen.digest[:12],
+            line,
+        )
+    return lines
 
 
 def _preflight_rollback(plan: Any, digest: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,6 +293,24 @@ def kube_api_client(conn_id: str, in_cluster: bool) -> Any:
     return hook.api_client
 
 
+def step_dict(step: RolloutStep) -> dict[str, Any]:
+    """A rollout step as the runner's target needs it (JSON-able)."""
+    return {
+        "service": step.service,
+        "namespace": step.namespace,
+        "kind": step.kind,
+        "workload": step.workload,
+        "containers": dict(step.containers),
+    }
+
+
+def _frozen_step(frozen: RunRecord, service: str) -> RolloutStep:
+    try:
+        return frozen.step(service)
+    except RecordError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 def _target(step: Mapping[str, Any], containers: Mapping[str, str]) -> Any:
     from convoy.rollout.runner import Target
 
@@ -271,6 +353,11 @@ def rollout_local(
     it a verified rollout.
     """
     chosen = require_selected_service(context, step["service"])
+    # The images come from the plan frozen at preflight, not from the DAG as parsed now.
+    frozen = run_record(context)
+    log_drift(frozen)
+    step = step_dict(_frozen_step(frozen, step["service"]))
+    deadline_seconds = frozen.plan.deadline_seconds
     from convoy.rollout.runner import RolloutRunner
 
     runner = RolloutRunner(kube_api_client(conn_id, in_cluster), log=log)
@@ -409,6 +496,11 @@ def revert_local(
     service = step["service"]
     if not rollback_open(context):
         return {"service": service, "reverted": False, "reason": "rollback not requested"}
+    frozen = run_record(context)
+    if service not in frozen.plan.services:
+        return {"service": service, "reverted": False, "reason": "not part of this run"}
+    step = step_dict(_frozen_step(frozen, service))
+    deadline_seconds = frozen.plan.deadline_seconds
     from convoy.rollout.runner import RolloutRunner
 
     runner = RolloutRunner(kube_api_client(conn_id, in_cluster), log=log)
@@ -549,18 +641,18 @@ def report(
     and listed in the run report.
     """
     completed: list[str] = []
-    if policy_path is not None and datastore_names:
+    if datastore_names:
         from convoy.airflow import datastores as datastore_tasks
 
-        completed = datastore_tasks.complete(
-            policy_path=policy_path, datastores=datastore_names, **context
-        )
+        completed = datastore_tasks.complete(datastores=datastore_names, **context)
     states = run_states(context)
     ti = context["ti"]
     expanded = set(mapped or ())
     summary: dict[str, Any] = {"steps": {}, "reverts": {}}
     if completed:
         summary["completed"] = completed
+    summary["plan"] = plan_note(context)
+    log.info("plan: %s", summary["plan"])
     if approval_task_id is not None:
         from convoy.airflow import approval
 
@@ -881,8 +973,24 @@ def write_run_report(
         datastores=datastore_rows,
         rollback=[*_rollback_steps(summary), *(f"LEFT BEHIND: {line}" for line in left or ())],
         timings=timings,
+        plan=summary.get("plan"),
     )
     return write_report(built, default_reports_dir())
+
+
+def plan_note(context: Mapping[str, Any]) -> str:
+    """What the run executed (the record frozen at preflight), what changed since; never raises."""
+    from convoy.plan.record import contract_note
+
+    try:
+        frozen = run_record(context)
+    except Exception:
+        return "no run record: preflight did not finish, nothing was executed from a plan"
+    try:
+        return contract_note(frozen, drift(frozen))
+    except Exception:
+        log.warning("could not compare the policy files with the run record", exc_info=True)
+        return contract_note(frozen, [])
 
 
 def _final_state(summary: Mapping[str, Any], failed: bool) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from convoy.observe.progress import Progress
+from convoy.policy.migrations import MigrationFile
 from convoy.policy.models import MongoDatastore, PostgresDatastore
 from convoy.redaction import get_logger
 
@@ -68,6 +69,10 @@ class RunContext:
     #: Where every stage (backup, migrate, transform, revert) publishes its progress
     #: while it runs (``None``: only log lines).
     progress: ProgressSink | None = field(default=None, compare=False, repr=False)
+    #: The migration files the run executes, with their content, as frozen at
+    #: preflight (``convoy.plan.record``); ``None``: scan ``migrations_dir`` now
+    #: (the CLI, tests).
+    migrations: tuple[MigrationFile, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def interval_key(self) -> str:

@@ -81,6 +81,9 @@ class RunReport:
     datastores: tuple[DatastoreRow, ...] = ()
     rollback: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: What the run executed: the plan frozen at preflight, and the policy files
+    #: changed since then (which had no effect on it).
+    plan: str = ""
 
     @property
     def duration_seconds(self) -> float | None:
@@ -131,6 +134,7 @@ _BUILD_FIELDS = (
     "datastores",
     "rollback",
     "timings",
+    "plan",
 )
 
 
@@ -148,6 +152,7 @@ def build_report(
     datastores: Sequence[DatastoreRow | Mapping[str, Any]] | None = None,
     rollback: Sequence[str] | None = None,
     timings: Mapping[str, float] | None = None,
+    plan: str | None = None,
 ) -> RunReport:
     """A report from the run's facts; rows may be dataclasses or their dicts (from XCom)."""
     return RunReport(
@@ -163,6 +168,7 @@ def build_report(
         datastores=tuple(_datastore(d) for d in datastores or ()),
         rollback=tuple(str(r) for r in rollback or ()),
         timings={str(k): float(v) for k, v in (timings or {}).items()},
+        plan=str(plan or ""),
     )
 
 
@@ -306,6 +312,7 @@ def render_markdown(report: RunReport) -> str:
         f"| Started | {_iso(report.started) or '-'} |",
         f"| Finished | {_iso(report.finished) or '-'} |",
         f"| Duration | {_seconds(report.duration_seconds)} s |",
+        *([f"| Plan | {md_text(report.plan)} |"] if report.plan else []),
         "",
         "## Services",
         "",

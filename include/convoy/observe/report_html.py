@@ -53,6 +53,7 @@ def render_html(report: RunReport) -> str:
             ("Started", report.started.isoformat() if report.started else "-", False),
             ("Finished", report.finished.isoformat() if report.finished else "-", False),
             ("Duration", f"{_seconds(report.duration_seconds)} s", False),
+            *([("Plan", report.plan, False)] if report.plan else []),
         ],
         services=[
             {

@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -55,11 +55,21 @@ class MigrationFile:
     path: Path
     checksum: str
     has_down: bool = False
+    #: The bytes a run executes, frozen at preflight (``convoy.plan.record``);
+    #: ``None`` when scanned from disk (the file is read when needed).
+    content: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
         """``V2__add_status``: how the migration is named in messages and history."""
         return self.path.stem
+
+    def read_bytes(self) -> bytes:
+        """The frozen content when there is one, else the file's bytes now."""
+        return self.content if self.content is not None else self.path.read_bytes()
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode("utf-8")
 
 
 def parse_version(text: str) -> tuple[int, ...]:

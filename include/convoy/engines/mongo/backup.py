@@ -93,7 +93,7 @@ def scan_collections(source: str) -> set[str]:
 
 
 def touched_by(f: MigrationFile) -> set[str]:
-    return scan_collections(f.path.read_text(encoding="utf-8", errors="replace"))
+    return scan_collections(f.read_bytes().decode("utf-8", errors="replace"))
 
 
 def collections_to_back_up(

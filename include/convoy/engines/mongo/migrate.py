@@ -45,6 +45,9 @@ Doc = dict[str, Any]
 
 
 def load_files(ctx: RunContext) -> tuple[MigrationFile, ...]:
+    """The run's migration files: frozen at preflight (``ctx.migrations``), else scanned."""
+    if ctx.migrations is not None:
+        return tuple(f for f in ctx.migrations if f.kind == "V")
     directory = ctx.migrations_dir
     if directory is None:
         return ()
@@ -89,7 +92,7 @@ def status(
 
 def load_module(f: MigrationFile) -> ModuleType:
     """Execute the file's verified bytes as a fresh module."""
-    source = f.path.read_bytes()
+    source = f.read_bytes()
     checksum = hashlib.sha256(source).hexdigest()
     if checksum != f.checksum:
         raise ChecksumMismatch(f.version_text, f.checksum, checksum, str(f.path))

@@ -82,7 +82,7 @@ def tables_to_back_up(
     """Tables named by pending migrations, transforms and ``snapshotTables`` (unresolved)."""
     names: set[TableName] = set()
     for f in pending:
-        touched, created = touched_tables(f.path.read_text(encoding="utf-8"))
+        touched, created = touched_tables(f.read_text())
         names |= touched | created
     for t in datastore.transforms:
         names.add(table_name(t.table, f"transforms[{t.name}].table"))

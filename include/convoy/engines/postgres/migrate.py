@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 
@@ -43,12 +42,16 @@ class MigrationSet:
 
 
 def load_files(ctx: RunContext) -> MigrationSet:
-    directory = ctx.migrations_dir
-    if directory is None:
-        return MigrationSet()
-    files, problems = scan_migrations(directory, kind="postgres", root=ctx.base_dir)
-    if problems:
-        raise MigrationsUnreadable([f"{p.file}: {p.message}" for p in problems])
+    """The run's migration files: frozen at preflight (``ctx.migrations``), else scanned."""
+    if ctx.migrations is not None:
+        files = ctx.migrations
+    else:
+        directory = ctx.migrations_dir
+        if directory is None:
+            return MigrationSet()
+        files, problems = scan_migrations(directory, kind="postgres", root=ctx.base_dir)
+        if problems:
+            raise MigrationsUnreadable([f"{p.file}: {p.message}" for p in problems])
     return MigrationSet(
         migrations=tuple(f for f in files if f.kind == "V"),
         undo={f.version: f for f in files if f.kind == "U"},
@@ -118,15 +121,16 @@ def _failed(f: MigrationFile, exc: psycopg.Error) -> MigrationFailed:
     return MigrationFailed(version_text(f.version), str(f.path), exc.sqlstate, message)
 
 
-def read_script(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
+def read_script(f: MigrationFile) -> str:
+    """The migration's SQL: the content frozen at preflight, else the file."""
+    return f.read_text()
 
 
 def run_transactional(
     conn: Conn, cfg: PostgresConfig, ctx: RunContext, f: MigrationFile, *, record: bool = True
 ) -> int:
     """Run ``f`` in its own transaction (history row included); returns milliseconds."""
-    script = read_script(f.path)
+    script = read_script(f)
     start = time.perf_counter()
     try:
         with conn.transaction():
@@ -146,7 +150,7 @@ def run_transactional(
 
 def run_autocommit(conn: Conn, cfg: PostgresConfig, ctx: RunContext, f: MigrationFile) -> int:
     """Run a no-transaction file statement by statement; a failure blocks until repaired."""
-    script = read_script(f.path)
+    script = read_script(f)
     start = time.perf_counter()
     try:
         _set_timeouts(conn, cfg, local=False)
@@ -177,7 +181,7 @@ def apply(
         ctx, "migrate", len(pending), unit="migrations", interval_s=cfg.progress_interval_s
     )
     for f in pending:
-        no_tx = is_no_transaction(read_script(f.path))
+        no_tx = is_no_transaction(read_script(f))
         ctx.log(f"{ctx.datastore.name}: applying {f.name}" + (" (no transaction)" if no_tx else ""))
         ms = run_autocommit(conn, cfg, ctx, f) if no_tx else run_transactional(conn, cfg, ctx, f)
         ctx.log(f"{ctx.datastore.name}: applied {f.name} in {ms} ms")
@@ -205,7 +209,7 @@ def dry_run(
     listed_from = len(pending)
     with conn.transaction(force_rollback=True):
         for i, f in enumerate(pending):
-            script = read_script(f.path)
+            script = read_script(f)
             if is_no_transaction(script):
                 listed_from = i
                 break
@@ -230,7 +234,7 @@ def dry_run(
                 version_text(f.version),
                 f.description,
                 f.checksum,
-                not is_no_transaction(read_script(f.path)),
+                not is_no_transaction(read_script(f)),
                 0,
                 "listed",
             )

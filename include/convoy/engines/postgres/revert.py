@@ -74,7 +74,7 @@ def run_undo(
     try:
         with conn.transaction():
             _timeouts(conn, cfg)
-            conn.execute(read_script(undo.path).encode())
+            conn.execute(read_script(undo).encode())
             ms = round((time.perf_counter() - start) * 1000)
             history.insert(
                 conn,
