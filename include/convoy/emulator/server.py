@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from convoy.emulator import metrics
 from convoy.emulator.patching import PatchError, json_patch, merge_patch, strategic_merge
 from convoy.emulator.store import (
     KIND_OF,
@@ -105,6 +106,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
+        if method == "GET" and parts.path == "/metrics":
+            self._metrics()  # application traffic, not an API request: not in the request log
+            return
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         watch = query.get("watch", "").lower() in ("true", "1")
         cluster = self.server.cluster
@@ -124,6 +128,17 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(code, body)
         except (BrokenPipeError, ConnectionResetError):
             return
+
+    def _metrics(self) -> None:
+        store = self.server.cluster.store
+        with store.cond:
+            data = metrics.render(store).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", metrics.CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(data)
 
     def _send_json(self, code: int, body: Any) -> None:
         data = json.dumps(body).encode()

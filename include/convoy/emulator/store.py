@@ -60,6 +60,8 @@ def behaviour(image: str) -> str:
 
 #: Tag suffixes that make the emulated pods misbehave (see convoy.emulator).
 BEHAVIOURS = ("crashloop", "imagepull", "never-ready", "unschedulable", "slow")
+#: Tag markers that change only the simulated traffic (see convoy.emulator.metrics).
+TRAFFIC_BEHAVIOURS = ("errors", "latency")
 
 
 # --------------------------------------------------------------------- selectors
