@@ -213,7 +213,9 @@ _CATALOG: tuple[MetricSpec, ...] = (
 
 def metric_catalog() -> list[MetricSpec]:
     """Every metric convoy emits (pure; the tests check the mapping and dashboard)."""
-    return list(_CATALOG)
+    from convoy.observe.analysis_metrics import ANALYSIS_METRICS
+
+    return [*_CATALOG, *ANALYSIS_METRICS]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -30,7 +30,15 @@ MAPPING = yaml.safe_load((REPO / "deploy" / "statsd-mapping.yaml").read_text())[
 DASHBOARD = json.loads((REPO / "deploy" / "grafana" / "convoy.json").read_text())
 PREFIX = "airflow"  # the Helm chart's [metrics] statsd_prefix
 
-SAMPLE = {"policy": "shop", "service": "checkout", "datastore": "orders", "transform": "backfill"}
+# ``template`` (an analysis template's name) is a policy name like the others: a
+# DNS-1123 label, a handful per policy, the key operators filter analyses by.
+SAMPLE = {
+    "policy": "shop",
+    "service": "checkout",
+    "datastore": "orders",
+    "transform": "backfill",
+    "template": "error-rate",
+}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
