@@ -88,15 +88,17 @@ _WEBHOOK_PATHS = (
         r"[^\s?#'\"<>]+"
     ),
 )
+# Each with the literals one of which any match contains: text without them
+# skips the pattern (most text, e.g. a DAG's docs, holds none of them).
 _TOKENS = (
-    re.compile(r"(?P<keep>\bxox[abposre]-)[A-Za-z0-9-]{8,}"),
-    re.compile(r"(?P<keep>\bxapp-)[A-Za-z0-9-]{8,}"),
-    re.compile(r"(?P<keep>\bgh[pousr]_)[A-Za-z0-9]{20,}"),
-    re.compile(r"(?P<keep>\bgithub_pat_)[A-Za-z0-9_]{20,}"),
-    re.compile(r"(?P<keep>\bglpat-)[A-Za-z0-9_-]{20,}"),
-    re.compile(r"(?P<keep>\b(?:AKIA|ASIA))[0-9A-Z]{16}\b"),
-    re.compile(r"(?P<keep>\bAIza)[0-9A-Za-z_-]{35}"),
-    re.compile(r"(?P<keep>\bBearer\s+)(?!\*\*\*)[A-Za-z0-9._~+/=-]{8,}"),
+    (("xox",), re.compile(r"(?P<keep>\bxox[abposre]-)[A-Za-z0-9-]{8,}")),
+    (("xapp-",), re.compile(r"(?P<keep>\bxapp-)[A-Za-z0-9-]{8,}")),
+    (("gh",), re.compile(r"(?P<keep>\bgh[pousr]_)[A-Za-z0-9]{20,}")),
+    (("github_pat_",), re.compile(r"(?P<keep>\bgithub_pat_)[A-Za-z0-9_]{20,}")),
+    (("glpat-",), re.compile(r"(?P<keep>\bglpat-)[A-Za-z0-9_-]{20,}")),
+    (("AKIA", "ASIA"), re.compile(r"(?P<keep>\b(?:AKIA|ASIA))[0-9A-Z]{16}\b")),
+    (("AIza",), re.compile(r"(?P<keep>\bAIza)[0-9A-Za-z_-]{35}")),
+    (("Bearer",), re.compile(r"(?P<keep>\bBearer\s+)(?!\*\*\*)[A-Za-z0-9._~+/=-]{8,}")),
 )
 
 
@@ -139,13 +141,19 @@ def redact(text: str) -> str:
     """
     if not text:
         return text
-    out = _USERINFO.sub(_userinfo, text)
-    for pattern in _WEBHOOK_PATHS:
-        out = pattern.sub(_keep, out)
-    out = _PARAM.sub(_param, out)
-    out = _JSON_PARAM.sub(_json_param, out)
-    for pattern in _TOKENS:
-        out = pattern.sub(_keep, out)
+    # A pattern runs only on text holding a literal every match of it contains
+    # (the substitutions only ever add ``***``).
+    out = _USERINFO.sub(_userinfo, text) if "@" in text else text
+    if "hook" in out:  # every _WEBHOOK_PATHS pattern has it
+        for pattern in _WEBHOOK_PATHS:
+            out = pattern.sub(_keep, out)
+    if "=" in out:
+        out = _PARAM.sub(_param, out)
+    if ":" in out and ('"' in out or "'" in out):
+        out = _JSON_PARAM.sub(_json_param, out)
+    for literals, pattern in _TOKENS:
+        if any(literal in out for literal in literals):
+            out = pattern.sub(_keep, out)
     return out
 
 
