@@ -30,7 +30,7 @@ class RolloutStep:
 
 @dataclass(frozen=True)
 class Wave:
-    """Services rolled out together (at most ``maxParallel``)."""
+    """One ``dependsOn`` level: services whose longest dependency chain has ``index`` links."""
 
     index: int
     steps: tuple[RolloutStep, ...]
