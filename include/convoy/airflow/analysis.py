@@ -147,3 +147,50 @@ def verified_apply(
             if run.phase != "running" and not run.dry_run:
                 metrics.finished(policy, service, run.template, run.phase)
     return result
+
+
+def _number(value: Any) -> str:
+    return "no data" if value is None else f"{float(value):.6g}"
+
+
+def failure_lines(runs: Any) -> list[str]:
+    """One line per failed or inconclusive analysis: template, where, query, values that failed.
+
+    ``runs`` is a rollout task's XCom ``analysis`` (``AnalysisRun.to_dict()`` list);
+    dry runs and successful analyses give nothing.
+    """
+    out = []
+    for run in runs if isinstance(runs, list) else []:
+        if not isinstance(run, Mapping) or run.get("dryRun"):
+            continue
+        phase = str(run.get("phase"))
+        if phase not in ("failed", "inconclusive"):
+            continue
+        measurements = [m for m in run.get("measurements") or () if isinstance(m, Mapping)]
+        verdict = "fail" if phase == "failed" else "inconclusive"
+        values = ", ".join(
+            _number(m.get("value")) for m in measurements if m.get("verdict") == verdict
+        )
+        query = " ".join(str(run.get("query") or "").split())
+        out.append(
+            f"{run.get('service')}: analysis {run.get('template')} ({run.get('where')}) {phase}: "
+            f"values {values or 'none'} outside {run.get('range')}; query: {query}"
+        )
+    return out
+
+
+def failed_analyses(context: Mapping[str, Any], failed_tasks: list[str]) -> list[str]:
+    """:func:`failure_lines` of the failed rollout tasks of the context's run (never raises)."""
+    given = context.get("convoy_analyses")
+    if given is not None:
+        return failure_lines(given)
+    ti = context.get("ti") or context.get("task_instance")
+    out: list[str] = []
+    for task_id in failed_tasks:
+        if ti is None or ".rollout_" not in f".{task_id}":
+            continue
+        try:
+            out += failure_lines(ti.xcom_pull(task_ids=task_id, key=ANALYSIS_KEY))
+        except Exception:
+            log.debug("analysis of %s not readable", task_id, exc_info=True)
+    return out

@@ -68,6 +68,8 @@ class AlertFacts:
     left_for_human: tuple[str, ...] = field(default=())
     run_url: str | None = None
     report: str | None = None
+    #: Failed or inconclusive analyses of failed rollouts: template, query, values.
+    analyses: tuple[str, ...] = ()
 
 
 def task_states(context: Mapping[str, Any]) -> dict[str, str | None]:
@@ -173,7 +175,10 @@ def alert_facts(
         left.append("every change was reverted: fix the cause of the failure, then run again")
     if event == "deadline":
         left.append("the run is still going past its deadline: check whether it is stuck")
+    from convoy.airflow.analysis import failed_analyses
+
     return AlertFacts(
+        analyses=tuple(failed_analyses(context, failed)),
         policy=policy or dag_id,
         run_id=run_id,
         event=event,
@@ -206,6 +211,7 @@ def render_message(facts: AlertFacts) -> tuple[str, str]:
         f"Failed: {', '.join(facts.failed_steps) or 'nothing'}",
         f"Rolled back: {', '.join(facts.rolled_back) or 'nothing'}",
     ]
+    lines += [f"Analysis: {line}" for line in facts.analyses]
     if facts.rollback_failed:
         lines.append(f"Rollback failed: {', '.join(facts.rollback_failed)}")
     lines.append("Left for a human: " + ("; ".join(facts.left_for_human) or "nothing"))
@@ -241,6 +247,7 @@ def alert_payload(
             "rolled_back": list(facts.rolled_back),
             "rollback_failed": list(facts.rollback_failed),
             "state_left_behind": list(facts.left_for_human),
+            "analyses": list(facts.analyses),
             "run_url": data["run_url"],
             "report": data["report"],
             "subject": subject,
