@@ -44,7 +44,7 @@ from psycopg import sql
 
 from convoy.engines.base import HistoryEntry, RevertResult, RunContext, stage_progress
 from convoy.engines.errors import BackupFailed, MigrationFailed, NoBackup, RevertIncomplete
-from convoy.engines.postgres import audit, history, undo
+from convoy.engines.postgres import audit, history, undo, undo_revert
 from convoy.engines.postgres.backup import (
     ManifestRow,
     find_pg_tool,
@@ -425,7 +425,8 @@ def revert(
     if dry_run:
         for t in undo_tables:
             ctx.log(
-                f"{ctx.datastore.name}: dry run would set {undo.pending(conn, cfg, t)} rows of "
+                f"{ctx.datastore.name}: dry run would set "
+                f"{undo_revert.pending(conn, cfg, t)} rows of "
                 f"{t.source} back to their before-image ({t.transform}), where unchanged since"
             )
         for e, u in undo_plan:
@@ -460,12 +461,12 @@ def revert(
         interval_s=cfg.progress_interval_s,
     )
     undo.drop_triggers(conn, cfg, ctx)
-    outcome = undo.UndoOutcome()
+    outcome = undo_revert.UndoOutcome()
     for t in all_undo_tables:
         if t.reverted:
-            outcome.add(undo.outcome_counts(conn, cfg, t))
+            outcome.add(undo_revert.outcome_counts(conn, cfg, t))
             continue
-        outcome.add(undo.revert(conn, cfg, ctx, t, batch_size))
+        outcome.add(undo_revert.revert(conn, cfg, ctx, t, batch_size))
         progress.advance()
     if undo_tables:
         _forget_checkpoints(conn, cfg, ctx)
@@ -512,7 +513,7 @@ def revert(
         rows_restored=outcome.restored,
         rows_conflicting=outcome.conflicting,
         rows_gone=outcome.gone,
-        conflicts=tuple((outcome.conflicts or [])[: undo.MAX_LISTED_CONFLICTS]),
+        conflicts=tuple((outcome.conflicts or [])[: undo_revert.MAX_LISTED_CONFLICTS]),
         refused=tuple(refused),
     )
     if refused:

@@ -15,9 +15,10 @@ records those rows' before-images in the same undo table (``origin =
 'trigger'``). So every row convoy changed, by batch or by trigger, can be put
 back, and nothing else is touched.
 
-Revert first unpacks the arrays into a flat table (``<undo table>_r``, one
-row per key and batch, created in one transaction), then, per key, newest
-entry wins: restore the before-image only where the
+Revert (:mod:`convoy.engines.postgres.undo_revert`) first unpacks the arrays
+into a flat table (``<undo table>_r``, one row per key and batch, created in
+one transaction), then, per key, newest entry wins: restore the before-image
+only where the
 row still holds exactly the value convoy wrote; a row the application changed
 since is a *conflict* (left alone, counted, kept in the undo table); a row the
 application deleted is *gone*. Each entry's outcome is written in the flat
@@ -44,13 +45,10 @@ from convoy.engines.base import RunContext
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.locks import lock_key, retry_lock_timeouts
 from convoy.engines.postgres.sql import Conn, TableName
-from convoy.observe.progress import Progress
 
 #: Session setting that marks convoy's own writes (triggers skip them).
 ACTOR_SETTING = "convoy.actor"
 ACTOR = "convoy"
-#: Conflicting keys listed in results and reports (all stay in the undo table).
-MAX_LISTED_CONFLICTS = 100
 
 _REGISTRY_DDL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -103,22 +101,6 @@ class UndoTable:
         return sql.SQL("{}::text").format(value) if self.as_text[i] else value
 
 
-@dataclass
-class UndoOutcome:
-    """What reverting before-images did (summed over transforms)."""
-
-    restored: int = 0
-    conflicting: int = 0
-    gone: int = 0
-    conflicts: list[str] | None = None
-
-    def add(self, other: UndoOutcome) -> None:
-        self.restored += other.restored
-        self.conflicting += other.conflicting
-        self.gone += other.gone
-        self.conflicts = (self.conflicts or []) + (other.conflicts or [])
-
-
 def _hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:10]
 
@@ -130,7 +112,8 @@ def names(ctx: RunContext, transform: str) -> tuple[str, str, str]:
     return f"u_{run}_{tf}", f"convoy_tf_{run}_{tf}", f"tf_{run}_{tf}"
 
 
-def _c(prefix: str, i: int) -> sql.Identifier:
+def undo_column(prefix: str, i: int) -> sql.Identifier:
+    """Column ``i`` of the undo tables: ``b`` before, ``a`` after (``o`` old, pre-18 CTE)."""
     return sql.Identifier(f"convoy_{prefix}{i}")
 
 
@@ -196,7 +179,7 @@ def tables(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> list[UndoTable]:
 
 
 @dataclass(frozen=True)
-class _ColumnType:
+class ColumnType:
     """A column's type, and how its values are kept in the packed undo arrays."""
 
     name: str
@@ -212,7 +195,7 @@ class _ColumnType:
         return sql.SQL("{}::text").format(value) if self.as_text else value
 
 
-def _column_types(conn: Conn, source: TableName, cols: Sequence[str]) -> dict[str, _ColumnType]:
+def column_types(conn: Conn, source: TableName, cols: Sequence[str]) -> dict[str, ColumnType]:
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod),"
         " coalesce(b.typcategory, t.typcategory) = 'A'"
@@ -221,7 +204,7 @@ def _column_types(conn: Conn, source: TableName, cols: Sequence[str]) -> dict[st
         " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
         [source.ident.as_string(conn)],
     ).fetchall()
-    found = {str(r[0]): _ColumnType(str(r[1]), bool(r[2])) for r in rows}
+    found = {str(r[0]): ColumnType(str(r[1]), bool(r[2])) for r in rows}
     return {c: found[c] for c in cols if c in found}
 
 
@@ -325,9 +308,9 @@ def _create(
     undo_table: str,
 ) -> tuple[bool, ...]:
     """Create the packed undo table; which of its arrays hold text forms."""
-    types = _column_types(conn, source, (key, *columns))
+    types = column_types(conn, source, (key, *columns))
     arrays = [sql.Identifier("convoy_key")] + [
-        x for i in range(len(columns)) for x in (_c("b", i), _c("a", i))
+        x for i in range(len(columns)) for x in (undo_column("b", i), undo_column("a", i))
     ]
     elements = [types[key]] + [types[c] for c in columns for _ in range(2)]
     parts: list[sql.Composable] = [
@@ -362,13 +345,14 @@ def _create_trigger(
     function: str,
 ) -> None:
     cols = [c for c, _ in spec.set_]
-    types = _column_types(conn, source, (key, *cols))
+    types = column_types(conn, source, (key, *cols))
     computed = sql.SQL(", ").join(
-        sql.SQL("(" + expr + ") AS {}").format(_c("a", i)) for i, (_, expr) in enumerate(spec.set_)
+        sql.SQL("(" + expr + ") AS {}").format(undo_column("a", i))
+        for i, (_, expr) in enumerate(spec.set_)
     )
     undo_cols = sql.SQL(", ").join(
         [sql.Identifier("convoy_origin"), sql.Identifier("convoy_key")]
-        + [x for i in range(len(cols)) for x in (_c("b", i), _c("a", i))]
+        + [x for i in range(len(cols)) for x in (undo_column("b", i), undo_column("a", i))]
     )
     undo_vals = sql.SQL(", ").join(
         [sql.Literal("trigger"), _one(types[key], sql.SQL("NEW.{}").format(sql.Identifier(key)))]
@@ -377,12 +361,12 @@ def _create_trigger(
             for i, c in enumerate(cols)
             for x in (
                 _one(types[c], sql.SQL("NEW.{}").format(sql.Identifier(c))),
-                _one(types[c], sql.SQL("convoy_row.{}").format(_c("a", i))),
+                _one(types[c], sql.SQL("convoy_row.{}").format(undo_column("a", i))),
             )
         ]
     )
     assigns = sql.SQL(" ").join(
-        sql.SQL("NEW.{} := convoy_row.{};").format(sql.Identifier(c), _c("a", i))
+        sql.SQL("NEW.{} := convoy_row.{};").format(sql.Identifier(c), undo_column("a", i))
         for i, c in enumerate(cols)
     )
     body = sql.SQL(
@@ -430,7 +414,7 @@ def _create_trigger(
     )
 
 
-def _one(t: _ColumnType, value: sql.Composable) -> sql.Composable:
+def _one(t: ColumnType, value: sql.Composable) -> sql.Composable:
     """A one-element packed array of ``value``."""
     return sql.SQL("ARRAY[{}]::{}").format(t.packed(value), sql.SQL(t.element + "[]"))
 
@@ -460,8 +444,8 @@ def batch_update(
                 x
                 for i, c in enumerate(t.columns)
                 for x in (
-                    sql.SQL("convoy_old.{} AS {}").format(sql.Identifier(c), _c("b", i)),
-                    sql.SQL("convoy_new.{} AS {}").format(sql.Identifier(c), _c("a", i)),
+                    sql.SQL("convoy_old.{} AS {}").format(sql.Identifier(c), undo_column("b", i)),
+                    sql.SQL("convoy_new.{} AS {}").format(sql.Identifier(c), undo_column("a", i)),
                 )
             ]
         )
@@ -473,7 +457,7 @@ def batch_update(
         olds = sql.SQL(", ").join(
             [sql.SQL("{} AS convoy_key").format(key)]
             + [
-                sql.SQL("{} AS {}").format(sql.Identifier(c), _c("b", i))
+                sql.SQL("{} AS {}").format(sql.Identifier(c), undo_column("b", i))
                 for i, c in enumerate(t.columns)
             ]
         )
@@ -483,8 +467,8 @@ def batch_update(
                 x
                 for i, c in enumerate(t.columns)
                 for x in (
-                    sql.SQL("convoy_prev.{}").format(_c("b", i)),
-                    sql.SQL("{}.{} AS {}").format(table, sql.Identifier(c), _c("a", i)),
+                    sql.SQL("convoy_prev.{}").format(undo_column("b", i)),
+                    sql.SQL("{}.{} AS {}").format(table, sql.Identifier(c), undo_column("a", i)),
                 )
             ]
         )
@@ -493,15 +477,17 @@ def batch_update(
             " convoy_upd AS (UPDATE {t} SET {set} FROM convoy_prev"
             " WHERE {t}.{k} = convoy_prev.convoy_key AND {w} RETURNING {ret}),"
         ).format(olds=olds, t=table, set=assignments, k=key, keys=keys, w=where, ret=ret)
-    names = [sql.Identifier("convoy_key")] + [x for i in range(n) for x in (_c("b", i), _c("a", i))]
+    packed = [sql.Identifier("convoy_key")] + [
+        x for i in range(n) for x in (undo_column("b", i), undo_column("a", i))
+    ]
     aggs = sql.SQL(", ").join(
         sql.SQL("array_agg({})").format(t.packed((j + 1) // 2, name))
-        for j, name in enumerate(names)
+        for j, name in enumerate(packed)
     )
     # all aggregates of one group see the rows in the same order: the arrays line up
     return upd + sql.SQL(
         " convoy_undo AS (INSERT INTO {} ({}) SELECT {} FROM convoy_upd HAVING count(*) > 0)"
-    ).format(sql.Identifier(cfg.backup_schema, t.undo_table), sql.SQL(", ").join(names), aggs)
+    ).format(sql.Identifier(cfg.backup_schema, t.undo_table), sql.SQL(", ").join(packed), aggs)
 
 
 def drop_triggers(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> list[str]:
@@ -541,194 +527,6 @@ def drop_triggers(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> list[str]
         for t in tables(conn, cfg, ctx)
         if retry_lock_timeouts(functools.partial(drop, t))
     ]
-
-
-def pending(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> int:
-    """Keys with before-images not yet reverted."""
-    if _exists(conn, cfg, t.flat_table):
-        query = sql.SQL("SELECT count(DISTINCT convoy_key) FROM {} WHERE convoy_state IS NULL")
-        table = t.flat_table
-    else:
-        query = sql.SQL("SELECT count(DISTINCT k) FROM {}, unnest(convoy_key) AS k")
-        table = t.undo_table
-    row = conn.execute(query.format(sql.Identifier(cfg.backup_schema, table))).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _exists(conn: Conn, cfg: PostgresConfig, table: str) -> bool:
-    row = conn.execute(
-        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
-        [cfg.backup_schema, table],
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def unpack(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> None:
-    """Unpack the batches' arrays into the flat table the revert works through.
-
-    Idempotent and atomic: entries already unpacked (by ``convoy_seq``) are
-    skipped, so a revert killed after unpacking resumes with its outcomes.
-    Values are cast back to the source column's current type (array-valued
-    columns were packed as text).
-    """
-    types = _column_types(conn, t.source, (t.key, *t.columns))
-    packed = [sql.Identifier("convoy_key")] + [
-        x for i in range(len(t.columns)) for x in (_c("b", i), _c("a", i))
-    ]
-    kinds = [types[t.key]] + [types[c] for c in t.columns for _ in range(2)]
-    values = sql.SQL(", ").join(
-        sql.SQL("x.{}::" + k.name + " AS {}").format(p, p)
-        for p, k in zip(packed, kinds, strict=True)
-    )
-    flat = sql.Identifier(cfg.backup_schema, t.flat_table)
-    source = sql.SQL(
-        "SELECT u.convoy_seq, x.convoy_ord, u.convoy_origin, NULL::text AS convoy_state, {values}"
-        " FROM {undo} AS u CROSS JOIN LATERAL unnest({arrays}) WITH ORDINALITY"
-        " AS x({names}, convoy_ord)"
-    ).format(
-        values=values,
-        undo=sql.Identifier(cfg.backup_schema, t.undo_table),
-        arrays=sql.SQL(", ").join(sql.SQL("u.{}").format(p) for p in packed),
-        names=sql.SQL(", ").join(packed),
-    )
-    with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(%s)",
-            [lock_key("convoy-undo-unpack", cfg.backup_schema, t.undo_table)],
-        )
-        if not _exists(conn, cfg, t.flat_table):
-            conn.execute(sql.SQL("CREATE TABLE {} AS {} WITH NO DATA").format(flat, source))
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {flat} {source} WHERE u.convoy_seq >"
-                " (SELECT coalesce(max(convoy_seq), 0) FROM {flat})"
-            ).format(flat=flat, source=source)
-        )
-        conn.execute(
-            sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {} ON {} (convoy_key, convoy_seq DESC, convoy_ord DESC)"
-            ).format(sql.Identifier(f"{t.flat_table}_key"), flat)
-        )
-
-
-def _revert_batch_sql(t: UndoTable, cfg: PostgresConfig) -> sql.Composed:
-    undo = sql.Identifier(cfg.backup_schema, t.flat_table)
-    key = sql.Identifier(t.key)
-    src = t.source.ident
-    latest_cols = sql.SQL(", ").join(
-        [sql.SQL("convoy_key")]
-        + [x for i in range(len(t.columns)) for x in (_c("b", i), _c("a", i))]
-    )
-    restore = sql.SQL(", ").join(
-        sql.SQL("{} = convoy_latest.{}").format(sql.Identifier(c), _c("b", i))
-        for i, c in enumerate(t.columns)
-    )
-    unchanged = sql.SQL(" AND ").join(
-        sql.SQL("{}.{} IS NOT DISTINCT FROM convoy_latest.{}").format(
-            src, sql.Identifier(c), _c("a", i)
-        )
-        for i, c in enumerate(t.columns)
-    )
-    return sql.SQL(
-        "WITH convoy_latest AS ("
-        " SELECT DISTINCT ON (convoy_key) {latest_cols} FROM {undo} WHERE convoy_state IS NULL"
-        " ORDER BY convoy_key, convoy_seq DESC, convoy_ord DESC LIMIT %(n)s),"
-        # locked first: a row the application deletes meanwhile is "gone", not a conflict
-        " convoy_present AS (SELECT {src}.{k} AS convoy_key FROM {src}"
-        " WHERE {src}.{k} IN (SELECT convoy_key FROM convoy_latest) FOR UPDATE),"
-        " convoy_restored AS (UPDATE {src} SET {restore} FROM convoy_latest"
-        " JOIN convoy_present USING (convoy_key)"
-        " WHERE {src}.{k} = convoy_latest.convoy_key AND {unchanged}"
-        " RETURNING convoy_latest.convoy_key),"
-        " convoy_mark AS (UPDATE {undo} AS u SET convoy_state = CASE"
-        " WHEN u.convoy_key IN (SELECT convoy_key FROM convoy_restored) THEN 'restored'"
-        " WHEN u.convoy_key IN (SELECT convoy_key FROM convoy_present) THEN 'conflict'"
-        " ELSE 'gone' END"
-        " WHERE u.convoy_state IS NULL AND u.convoy_key IN (SELECT convoy_key FROM convoy_latest)"
-        " RETURNING 1)"
-        " SELECT (SELECT count(*) FROM convoy_latest), (SELECT count(*) FROM convoy_restored),"
-        " (SELECT count(*) FROM convoy_present), (SELECT count(*) FROM convoy_mark)"
-    ).format(
-        latest_cols=latest_cols,
-        undo=undo,
-        src=src,
-        restore=restore,
-        k=key,
-        unchanged=unchanged,
-    )
-
-
-def revert(
-    conn: Conn,
-    cfg: PostgresConfig,
-    ctx: RunContext,
-    t: UndoTable,
-    batch_size: int,
-    progress: Progress | None = None,
-) -> UndoOutcome:
-    """Put this transform's before-images back, batch by batch (compare-and-set)."""
-    unpack(conn, cfg, t)
-    # without statistics the planner joins the batch CTEs by nested loops
-    # (seconds per batch); the flat table was only just filled
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(cfg.backup_schema, t.flat_table)))
-    query = _revert_batch_sql(t, cfg)
-    while True:
-        with conn.transaction():
-            conn.execute(
-                "SELECT set_config('lock_timeout', %s, true),"
-                " set_config('statement_timeout', %s, true)",
-                [pg_interval(cfg.lock_timeout_s), pg_interval(cfg.statement_timeout_s)],
-            )
-            row = conn.execute(query, {"n": batch_size}).fetchone()
-        keys = int(row[0]) if row else 0
-        if keys == 0:
-            break
-        if progress is not None:
-            progress.advance(keys)
-    # totals over the whole undo table, so a resumed revert reports everything
-    out = outcome_counts(conn, cfg, t)
-    with conn.transaction():
-        conn.execute(
-            sql.SQL(
-                "UPDATE {}.undo_log SET reverted_at = coalesce(reverted_at, now()) WHERE id = %s"
-            ).format(sql.Identifier(cfg.backup_schema)),
-            [t.id],
-        )
-    ctx.log(
-        f"{ctx.datastore.name}/{t.transform}: {out.restored} rows of {t.source} set back to "
-        f"their before-image; {out.conflicting} changed by the application since (kept, "
-        f"listed as conflicts); {out.gone} deleted by the application"
-    )
-    return out
-
-
-def outcome_counts(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> UndoOutcome:
-    """What reverting ``t`` did so far: restored, conflicting and gone keys."""
-    if not _exists(conn, cfg, t.flat_table):
-        return UndoOutcome(conflicts=[])
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT convoy_state, count(DISTINCT convoy_key) FROM {}"
-            " WHERE convoy_state IS NOT NULL GROUP BY convoy_state"
-        ).format(sql.Identifier(cfg.backup_schema, t.flat_table))
-    ).fetchall()
-    counts = {str(r[0]): int(r[1]) for r in rows}
-    return UndoOutcome(
-        counts.get("restored", 0),
-        counts.get("conflict", 0),
-        counts.get("gone", 0),
-        [f"{t.source}:{k}" for k in _listed(conn, cfg, t, "conflict", MAX_LISTED_CONFLICTS)],
-    )
-
-
-def _listed(conn: Conn, cfg: PostgresConfig, t: UndoTable, state: str, limit: int) -> list[str]:
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT DISTINCT convoy_key FROM {} WHERE convoy_state = %s ORDER BY 1 LIMIT %s"
-        ).format(sql.Identifier(cfg.backup_schema, t.flat_table)),
-        [state, limit],
-    ).fetchall()
-    return [str(r[0]) for r in rows]
 
 
 _PARAM = re.compile(r"%\((data_interval_start|data_interval_end)\)s")

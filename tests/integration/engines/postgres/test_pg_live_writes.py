@@ -333,7 +333,7 @@ def test_array_and_domain_columns_round_trip_through_the_packed_before_images(pg
 
 
 def test_a_revert_killed_after_unpacking_resumes(pg: PgDb) -> None:
-    from convoy.engines.postgres import undo
+    from convoy.engines.postgres import undo, undo_revert
 
     pg.execute(SCHEMA)
     ds = pg.datastore(transforms=[TRANSFORM], migrations=None)
@@ -342,8 +342,8 @@ def test_a_revert_killed_after_unpacking_resumes(pg: PgDb) -> None:
     cfg = engine.config
     with psycopg.connect(pg.conninfo, autocommit=True) as conn:
         (t,) = undo.tables(conn, cfg, ctx)
-        undo.unpack(conn, cfg, t)
-        undo.unpack(conn, cfg, t)  # idempotent: nothing unpacked twice
+        undo_revert.unpack(conn, cfg, t)
+        undo_revert.unpack(conn, cfg, t)  # idempotent: nothing unpacked twice
         flat = pg.scalar(f'SELECT count(*) FROM convoy_backup."{t.flat_table}"')
         assert flat == ROWS
     result = engine.revert(ctx)
