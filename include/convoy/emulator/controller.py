@@ -175,7 +175,11 @@ def ensure_revision(store: Store, resource: str, workload: dict[str, Any], sim: 
     ns, name = meta["namespace"], meta["name"]
     rname = revision_name(kind, name, sim.revision)
     child = "replicasets" if kind == "Deployment" else "controllerrevisions"
-    if (child, ns, rname) in store.objects:
+    existing = store.objects.get((child, ns, rname))
+    if existing is not None:
+        # Back to an earlier template (an undo): the controller reuses its
+        # ReplicaSet / ControllerRevision and gives it the newest revision number.
+        _renumber(store, child, existing, kind, sim.revision_number)
         return
     labels = dict(workload["spec"]["template"].get("metadata", {}).get("labels", {}))
     labels[revision_label(kind)] = sim.revision if kind == "Deployment" else rname
@@ -207,14 +211,30 @@ def ensure_revision(store: Store, resource: str, workload: dict[str, Any], sim: 
             "status": {"replicas": 0},
         }
     else:
+        # The strategic-merge patch that restores this revision, as the real
+        # controller stores it (``kubectl rollout undo`` applies it as is).
+        template = copy.deepcopy(workload["spec"]["template"])
+        template["$patch"] = "replace"
         obj = {
             "apiVersion": "apps/v1",
             "kind": "ControllerRevision",
             "metadata": obj_meta,
             "revision": sim.revision_number,
-            "data": {"spec": {"template": copy.deepcopy(workload["spec"]["template"])}},
+            "data": {"spec": {"template": template}},
         }
     store.put(child, obj, "ADDED")
+
+
+def _renumber(store: Store, child: str, obj: dict[str, Any], kind: str, number: int) -> None:
+    key = "deployment.kubernetes.io/revision" if kind == "Deployment" else "convoy.emulator/revision"
+    annotations = obj["metadata"].get("annotations") or {}
+    if annotations.get(key) == str(number) and obj.get("revision", number) == number:
+        return
+    updated = copy.deepcopy(obj)
+    updated["metadata"].setdefault("annotations", {})[key] = str(number)
+    if child == "controllerrevisions":
+        updated["revision"] = number
+    store.put(child, updated, "MODIFIED")
 
 
 def tick_workload(store: Store, key: tuple[str, str, str], now: float) -> None:
@@ -241,8 +261,13 @@ def tick_workload(store: Store, key: tuple[str, str, str], now: float) -> None:
         ensure_revision(store, resource, workload, sim)
     if kind != "DaemonSet":
         sim.desired = int(spec.get("replicas", 1))
+    paused = kind == "Deployment" and bool(spec.get("paused"))
+    if kind == "Deployment" and paused != sim.paused:
+        sim.paused = paused
+        if not paused:
+            sim.last_progress = now  # the progress deadline counts again from the resume
     if not slow or sim.ticks % SLOW_FACTOR == 0:
-        _step(store, resource, workload, sim, now)
+        _step(store, resource, workload, sim, now, paused=paused)
     pods = workload_pods(store, resource, ns, name)
     _bump_restarts(store, pods)
     status = _status(kind, workload, sim, pods, status, now)
@@ -254,7 +279,18 @@ def tick_workload(store: Store, key: tuple[str, str, str], now: float) -> None:
         _sync_replicasets(store, ns, name, pods)
 
 
-def _step(store: Store, resource: str, workload: dict[str, Any], sim: SimState, now: float) -> None:
+def _step(
+    store: Store,
+    resource: str,
+    workload: dict[str, Any],
+    sim: SimState,
+    now: float,
+    *,
+    paused: bool = False,
+) -> None:
+    """One pod one step. A paused Deployment only lets pods already created
+    become ready (the kubelet goes on); it neither creates nor deletes pods. A
+    StatefulSet replaces only ordinals at or above its partition."""
     meta = workload["metadata"]
     ns, name = meta["namespace"], meta["name"]
     pods = workload_pods(store, resource, ns, name)
@@ -270,9 +306,11 @@ def _step(store: Store, resource: str, workload: dict[str, Any], sim: SimState, 
             store.put("pods", updated, "MODIFIED")
             sim.last_progress = now
             return
-    if pending:
+    if pending or paused:
         return  # a new pod is stuck: a rolling update does not go on
     stateful = KIND_OF[resource] == "StatefulSet"
+    if stateful:
+        old = [p for p in old if _ordinal(p) >= _partition(workload)]
     if old:
         # StatefulSets replace the highest ordinal first; others the oldest pod.
         victim = max(old, key=lambda p: _ordinal(p)) if stateful else old[0]
@@ -289,6 +327,14 @@ def _step(store: Store, resource: str, workload: dict[str, Any], sim: SimState, 
         victim = max(pods, key=lambda p: _ordinal(p)) if stateful else pods[-1]
         store.delete("pods", ns, victim["metadata"]["name"])
         sim.last_progress = now
+
+
+def _partition(workload: dict[str, Any]) -> int:
+    strategy = workload["spec"].get("updateStrategy") or {}
+    try:
+        return max(int((strategy.get("rollingUpdate") or {}).get("partition") or 0), 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _ordinal(pod: dict[str, Any]) -> int:
@@ -334,7 +380,14 @@ def _status(
         )
         deadline = float(workload["spec"].get("progressDeadlineSeconds", 600))
         rs = f"{name}-{sim.revision}"
-        if complete:
+        previous = {c["type"]: c for c in status.get("conditions", [])}.get("Progressing") or {}
+        timed_out = previous.get("reason") == "ProgressDeadlineExceeded"
+        if sim.paused and not timed_out:
+            # As the deployment controller reports it; no deadline while paused.
+            reason, cstatus, message = "DeploymentPaused", "Unknown", "Deployment is paused"
+        elif previous.get("reason") == "DeploymentPaused" and not complete:
+            reason, cstatus, message = "DeploymentResumed", "Unknown", "Deployment is resumed"
+        elif complete:
             reason, cstatus, message = (
                 "NewReplicaSetAvailable",
                 "True",

@@ -151,6 +151,8 @@ class SimState:
     revision_number: int = 1
     pod_seq: int = 0
     progressing_reason: str = "NewReplicaSetAvailable"
+    #: A Deployment's ``spec.paused`` as the controller last saw it.
+    paused: bool = False
 
 
 class Store:
