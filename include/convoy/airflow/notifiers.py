@@ -30,7 +30,8 @@ from convoy.redaction import get_logger, origin, redact, redact_data
 
 log = get_logger(__name__)
 
-AlertEvent = Literal["failure", "success", "rollback", "deadline"]
+#: ``drift``: the scheduled drift check (``driftCheck``) found the live state off the policy.
+AlertEvent = Literal["failure", "success", "rollback", "deadline", "drift"]
 
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 #: Task ids that are bookkeeping, not steps (their failure repeats another's).
@@ -197,6 +198,7 @@ _HEADLINES: dict[str, str] = {
     "success": "succeeded",
     "rollback": "failed and was rolled back",
     "deadline": "missed its deadline",
+    "drift": "drift check: the live state is off the policy",
 }
 
 

@@ -28,7 +28,7 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, get_parsing_context
 from airflow.sdk.exceptions import AirflowFailException
 
-from convoy.airflow import config
+from convoy.airflow import config, drift
 from convoy.airflow.dag_builder import build_dag
 from convoy.policy import PolicyError, declared_name, discover_policies, load_policy
 from convoy.policy.files import POLICY_MAX_BYTES, FileRefused, read_regular
@@ -125,7 +125,7 @@ def policy_files(directory: str | Path, dag_id: str | None = None) -> list[Path]
     paths = discover_policies(directory)
     if dag_id is None or dag_id.startswith(_FALLBACK_PREFIX):
         return paths
-    wanted = [p for p in paths if _may_define(p, dag_id)]
+    wanted = [p for p in paths if _may_define(p, drift.policy_name(dag_id) or dag_id)]
     return wanted or paths
 
 
@@ -168,6 +168,10 @@ def _register(paths: list[Path]) -> dict[str, DAG]:
             continue
         dags[dag.dag_id] = dag
         origin[dag.dag_id] = path
+        if loaded.policy.drift_check is not None:
+            check = drift.build_drift_dag(loaded)
+            dags[check.dag_id] = check
+            origin[check.dag_id] = path
     return dags
 
 
