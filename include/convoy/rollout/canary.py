@@ -264,8 +264,12 @@ class VerifiedRollout:
         make them conflict all the time).
         """
         for attempt in range(1, self.runner.retry.conflict_attempts + 1):
-            obj = self.runner._get(ref)
-            body = make(obj) if callable(make) else json.loads(json.dumps(make))
+            if callable(make) or optimistic:
+                obj = self.runner._get(ref)
+                body = make(obj) if callable(make) else json.loads(json.dumps(make))
+            else:
+                # One field whatever the rest holds: no GET first, so a pause lands sooner.
+                obj, body = {}, json.loads(json.dumps(make))
             if optimistic:
                 body.setdefault("metadata", {})["resourceVersion"] = obj["metadata"][
                     "resourceVersion"
