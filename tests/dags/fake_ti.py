@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from convoy.airflow import config, runtime
+from convoy.airflow import preflight as preflight_task
 
 
 class FakeTI:
@@ -54,7 +55,7 @@ class FakeTI:
     ) -> dict[str, Any]:
         """Store preflight's run record of ``policy`` (a path or LoadedPolicy) and its selection.
 
-        What :func:`convoy.airflow.runtime.preflight` would push for these params;
+        What :func:`convoy.airflow.preflight_task.preflight` would push for these params;
         returns the selection (also stored as preflight's return value).
         """
         from convoy.plan import build_plan
@@ -82,7 +83,7 @@ class FakeTI:
         }
         if mode == "rollback":
             chosen["rollback_run_id"] = rollback_run_id
-        self.set_xcom((config.PREFLIGHT, runtime.RECORD_KEY), record.to_dict())
+        self.set_xcom((config.PREFLIGHT, preflight_task.RECORD_KEY), record.to_dict())
         self.set_xcom((config.PREFLIGHT, "return_value"), chosen)
         return chosen
 

@@ -12,7 +12,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from dag_policies import policy_dict
 from fake_ti import FakeTI
 
-from convoy.airflow import approval, runtime
+from convoy.airflow import approval, gates, local_rollout
+from convoy.airflow import preflight as preflight_task
 from convoy.plan import build_plan
 from convoy.policy import load_policy
 
@@ -87,7 +88,7 @@ def test_dry_run_is_not_held_for_approval(operator: Any) -> None:
 def _record(loaded: Any, **kwargs: Any) -> Any:
     ti = FakeTI("approve")
     ti.freeze(loaded, **kwargs)
-    return runtime.run_record({"ti": ti})
+    return preflight_task.run_record({"ti": ti})
 
 
 def test_request_body_of_the_run_selection(loaded: Any) -> None:
@@ -118,7 +119,7 @@ def test_current_images_unreachable_cluster_gives_unknown(
         raise RuntimeError("connection not found")
 
     # The diff then shows "unknown" instead of failing the approval.
-    monkeypatch.setattr(runtime, "kube_api_client", no_cluster)
+    monkeypatch.setattr(local_rollout, "kube_api_client", no_cluster)
     assert approval.current_images(build_plan(loaded), "k", False) is None
 
 
@@ -127,20 +128,20 @@ def test_gate_stays_closed_without_approval(state: str | None) -> None:
     states = {"approve": state, "wave_0.rollout_a": "upstream_failed"}
     ctx = {"ti": FakeTI("approve", states=states), "run_id": "r"}
     with pytest.raises(AirflowSkipException, match="approval not given"):
-        runtime.rollback_gate(watched=["wave_0.rollout_a"], approval_task_id="approve", **ctx)
+        gates.rollback_gate(watched=["wave_0.rollout_a"], approval_task_id="approve", **ctx)
 
 
 def test_gate_stays_closed_for_an_unapproved_manual_rollback() -> None:
     chosen = {"mode": "rollback", "rollback_run_id": "r1", "dry_run": False}
     ti = FakeTI("approve", states={"approve": "failed"}, xcoms={"preflight:return_value": chosen})
     with pytest.raises(AirflowSkipException):
-        runtime.rollback_gate(watched=[], approval_task_id="approve", ti=ti, run_id="r2")
+        gates.rollback_gate(watched=[], approval_task_id="approve", ti=ti, run_id="r2")
 
 
 def test_gate_after_approval_works_as_before() -> None:
     states = {"approve": "success", "wave_0.rollout_a": "failed"}
     ctx = {"ti": FakeTI("approve", states=states), "run_id": "r"}
-    opened = runtime.rollback_gate(watched=["wave_0.rollout_a"], approval_task_id="approve", **ctx)
+    opened = gates.rollback_gate(watched=["wave_0.rollout_a"], approval_task_id="approve", **ctx)
     assert opened == ["wave_0.rollout_a"]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from dag_policies import policy_dict
 
-from convoy.airflow import build_dag
+from convoy.airflow import build_dag, local_rollout
 from convoy.plan import build_plan
 from convoy.policy import load_policy
 
@@ -162,11 +162,9 @@ def test_no_rollback_group_when_not_automatic(write_policy: Callable[..., Path])
 def test_local_mode_tasks(dag: Any) -> None:
     from airflow.providers.standard.operators.python import PythonOperator
 
-    from convoy.airflow import runtime
-
     task = dag.task_dict["wave_1.rollout_cart"]
     assert isinstance(task, PythonOperator)
-    assert task.python_callable is runtime.rollout_local
+    assert task.python_callable is local_rollout.rollout_local
     assert task.op_kwargs == {
         "step": {
             "service": "cart",
@@ -181,7 +179,7 @@ def test_local_mode_tasks(dag: Any) -> None:
     }
     assert task.pool == "default_pool"
     revert = dag.task_dict["rollback.revert_cart"]
-    assert revert.python_callable is runtime.revert_local
+    assert revert.python_callable is local_rollout.revert_local
     assert revert.op_kwargs["apply_task_id"] == "wave_1.rollout_cart"
 
 

@@ -195,7 +195,7 @@ class _TI:
 
 
 def test_states_of_mapped_instances() -> None:
-    from convoy.airflow.runtime import states_of
+    from convoy.airflow.gates import states_of
 
     states = {"g.transform_a_0": "success", "g.transform_a_1": "failed", "g.transform_a": None}
     assert sorted(states_of(states, "g.transform_a", mapped=True)) == ["failed", "success"]

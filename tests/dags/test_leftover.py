@@ -6,7 +6,7 @@ import json
 import shlex
 from typing import Any
 
-from convoy.airflow import leftover, notifiers
+from convoy.airflow import leftover, notifiers, report_task
 
 CART = leftover.ImageLeftover(
     service="cart",
@@ -88,7 +88,6 @@ def test_alert_names_what_is_left() -> None:
 
 
 def test_report_lists_what_failed_reverts_left(monkeypatch: Any, caplog: Any) -> None:
-    from convoy.airflow import runtime
 
     class TI:
         dag_id = "shop"
@@ -98,7 +97,7 @@ def test_report_lists_what_failed_reverts_left(monkeypatch: Any, caplog: Any) ->
                 return {"changed": True, "previousImages": {"server": "cart:2.3.0"}}
             return None
 
-    monkeypatch.setattr(runtime, "_current_images", lambda *a: {"server": "cart:2.4.0"})
+    monkeypatch.setattr(report_task, "_current_images", lambda *a: {"server": "cart:2.4.0"})
     summary = {
         "reverts": {
             "rollback.revert_data_orders": {"state": "failed"},
@@ -111,8 +110,8 @@ def test_report_lists_what_failed_reverts_left(monkeypatch: Any, caplog: Any) ->
         "cart": {**step, "service": "cart", "containers": {"server": "cart:2.4.0"}},
         "redis": {**step, "service": "redis", "workload": "redis", "containers": {}},
     }
-    with caplog.at_level("ERROR", logger="convoy.airflow.runtime"):
-        lines = runtime._left_behind(
+    with caplog.at_level("ERROR", logger="convoy.airflow.report_task"):
+        lines = report_task._left_behind(
             {"ti": TI(), "run_id": "r1"},
             summary,
             {"cart": "wave_0.rollout_cart", "redis": "wave_0.rollout_redis"},

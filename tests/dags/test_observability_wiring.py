@@ -10,7 +10,7 @@ import pytest
 from dag_policies import policy_dict
 from fake_ti import FakeTI
 
-from convoy.airflow import alerts, build_dag, runtime
+from convoy.airflow import alerts, build_dag, gates, runtime
 from convoy.observe import metrics
 from convoy.policy import load_policy
 
@@ -126,7 +126,7 @@ def test_step_failure_callback_emits(sent: list[Any]) -> None:
 def test_outcome_metric(states: dict[str, str], expected: str, sent: list[Any]) -> None:
     ctx = {"ti": FakeTI("outcome", states=states), "run_id": "r"}
     try:
-        runtime.outcome(**ctx)
+        gates.outcome(**ctx)
     except Exception:
         assert expected != "success"
     assert ("run_outcome", ("shop", expected)) in sent

@@ -12,7 +12,7 @@ from fake_ti import FakePodManager, FakeTI
 
 from convoy.airflow import build_dag, config, datastores, runtime
 from convoy.airflow.pods import RolloutPodOperator
-from convoy.observe import metrics
+from convoy.observe import assembly, metrics
 from convoy.observe.progress import Progress
 from convoy.policy import load_policy
 
@@ -167,4 +167,4 @@ def test_a_revert_pod_result_names_its_service_in_the_rollback_summary(
     result = revert.extract_xcom(pod=None)
     assert result["service"] == "cart"
     summary = {"reverts": {"rollback.revert_cart": {"state": "success", "result": result}}}
-    assert runtime._rollback_steps(summary) == ["image cart: server -> cart:2.3.0"]
+    assert assembly.rollback_steps(summary) == ["image cart: server -> cart:2.3.0"]

@@ -10,7 +10,7 @@ import pytest
 from dag_policies import policy_dict
 from fake_ti import FakeTI
 
-from convoy.airflow import config, runtime
+from convoy.airflow import config, local_rollout, runtime
 
 NS = "shop"
 
@@ -45,7 +45,7 @@ def test_rollout_local_pushes_progress_while_it_waits(
         "workload": "cartservice",
         "containers": {"server": "cart:2.4.0-slow"},
     }
-    data = runtime.rollout_local(
+    data = local_rollout.rollout_local(
         step=step,
         conn_id=kube_conn,
         in_cluster=False,
@@ -83,7 +83,7 @@ def test_rollout_local_keeps_going_when_a_progress_push_fails(
 
     ti = RefusingTI("wave_1.rollout_cart")
     ti.freeze(policy, services=["cart"])
-    data = runtime.rollout_local(
+    data = local_rollout.rollout_local(
         step={
             "service": "cart",
             "namespace": NS,
@@ -98,4 +98,4 @@ def test_rollout_local_keeps_going_when_a_progress_push_fails(
         run_id="manual__1",
     )
     assert data["status"] == "complete"
-    assert ti.keys() == [runtime.BEFORE_KEY, config.RESULT_KEY]
+    assert ti.keys() == [local_rollout.BEFORE_KEY, config.RESULT_KEY]

@@ -12,7 +12,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from dag_policies import policy_dict
 from fake_ti import FakeTI
 
-from convoy.airflow import runtime
+from convoy.airflow import gates, local_rollout
+from convoy.airflow import preflight as preflight_task
 from convoy.plan import build_plan
 from convoy.policy import load_policy
 
@@ -25,7 +26,7 @@ def policy_file(write_policy: Callable[..., Path]) -> Path:
 def test_preflight_resolves_selection(policy_file: Path) -> None:
     digest = build_plan(load_policy(policy_file)).digest
     ti = FakeTI("preflight")
-    out = runtime.preflight(
+    out = preflight_task.preflight(
         policy_path=str(policy_file),
         digest=digest,
         params={"dry_run": True, "services": ["cart"], "mode": "upgrade"},
@@ -40,7 +41,7 @@ def test_preflight_resolves_selection(policy_file: Path) -> None:
         "datastores": [],
     }
     ti.set_xcom("preflight:return_value", {**out, "record": record})
-    frozen = runtime.run_record({"ti": ti})
+    frozen = preflight_task.run_record({"ti": ti})
     assert frozen.digest == record
     assert frozen.plan.services == ("cart", "redis")
     assert frozen.dag_plan_digest == digest
@@ -50,13 +51,13 @@ def test_preflight_resolves_selection(policy_file: Path) -> None:
 def test_run_record_refuses_an_altered_or_missing_record(policy_file: Path) -> None:
     ti = FakeTI("x")
     ti.freeze(policy_file)
-    stored = ti.xcom_pull(task_ids="preflight", key=runtime.RECORD_KEY)
+    stored = ti.xcom_pull(task_ids="preflight", key=preflight_task.RECORD_KEY)
     stored["plan"]["waves"][0]["steps"][0]["containers"][0][1] = "evil:1"
     with pytest.raises(AirflowFailException, match="altered"):
-        runtime.run_record({"ti": ti})
+        preflight_task.run_record({"ti": ti})
     ti.set_xcom("preflight:run_record", None)
     with pytest.raises(AirflowFailException, match="missing"):
-        runtime.run_record({"ti": ti})
+        preflight_task.run_record({"ti": ti})
 
 
 def test_preflight_refuses_a_changed_policy(policy_file: Path) -> None:
@@ -65,7 +66,7 @@ def test_preflight_refuses_a_changed_policy(policy_file: Path) -> None:
     data["rollout"]["maxParallel"] = 1
     policy_file.write_text(yaml.safe_dump(data))
     with pytest.raises(AirflowFailException, match="changed since this DAG was built"):
-        runtime.preflight(policy_path=str(policy_file), digest=digest, params={})
+        preflight_task.preflight(policy_path=str(policy_file), digest=digest, params={})
 
 
 @pytest.mark.parametrize(
@@ -82,7 +83,7 @@ def test_preflight_rejects_bad_params(
 ) -> None:
     digest = build_plan(load_policy(policy_file)).digest
     with pytest.raises(AirflowFailException, match=match):
-        runtime.preflight(
+        preflight_task.preflight(
             policy_path=str(policy_file), digest=digest, params=params, ti=FakeTI("preflight")
         )
 
@@ -102,10 +103,10 @@ WATCHED = ["wave_0.rollout_a", "wave_1.rollout_b"]
 def test_rollback_gate(states: dict[str, str], opens: bool) -> None:
     ctx = {"ti": FakeTI("outcome", states=states), "run_id": "r"}
     if opens:
-        assert runtime.rollback_gate(watched=WATCHED, **ctx) == ["wave_1.rollout_b"]
+        assert gates.rollback_gate(watched=WATCHED, **ctx) == ["wave_1.rollout_b"]
     else:
         with pytest.raises(AirflowSkipException):
-            runtime.rollback_gate(watched=WATCHED, **ctx)
+            gates.rollback_gate(watched=WATCHED, **ctx)
 
 
 @pytest.mark.parametrize(
@@ -120,9 +121,9 @@ def test_outcome(states: dict[str, str], fails: bool) -> None:
     ctx = {"ti": FakeTI("outcome", states={**states, "outcome": "running"}), "run_id": "r"}
     if fails:
         with pytest.raises(AirflowFailException, match="run failed"):
-            runtime.outcome(**ctx)
+            gates.outcome(**ctx)
     else:
-        assert runtime.outcome(**ctx) == "success"
+        assert gates.outcome(**ctx) == "success"
 
 
 @pytest.mark.parametrize(
@@ -137,7 +138,7 @@ def test_outcome(states: dict[str, str], fails: bool) -> None:
 )
 def test_images_to_restore(xcoms: dict[str, Any], expected: dict[str, str] | None) -> None:
     ctx = {"ti": FakeTI("outcome", xcoms=xcoms)}
-    assert runtime.images_to_restore(ctx, "a", {"s": "new"}) == expected
+    assert local_rollout.images_to_restore(ctx, "a", {"s": "new"}) == expected
 
 
 def test_revert_is_noop_without_gate_or_in_dry_run() -> None:
@@ -148,7 +149,7 @@ def test_revert_is_noop_without_gate_or_in_dry_run() -> None:
     closed = FakeTI(
         "outcome", xcoms={"a:result": {"changed": True, "previousImages": {"s": "old"}}}
     )
-    assert runtime.revert_local(**kwargs, ti=closed)["reason"] == "rollback not requested"
+    assert local_rollout.revert_local(**kwargs, ti=closed)["reason"] == "rollback not requested"
     dry = FakeTI(
         "outcome",
         xcoms={
@@ -156,7 +157,7 @@ def test_revert_is_noop_without_gate_or_in_dry_run() -> None:
             "preflight:return_value": {"dry_run": True},
         },
     )
-    assert runtime.revert_local(**kwargs, ti=dry)["reason"] == "rollback not requested"
+    assert local_rollout.revert_local(**kwargs, ti=dry)["reason"] == "rollback not requested"
 
 
 def test_preflight_manual_rollback_skips_every_forward_step(
@@ -164,7 +165,7 @@ def test_preflight_manual_rollback_skips_every_forward_step(
 ) -> None:
     monkeypatch.setenv("CONVOY_EXECUTION_MODE", "local")
     digest = build_plan(load_policy(policy_file)).digest
-    out = runtime.preflight(
+    out = preflight_task.preflight(
         policy_path=str(policy_file),
         digest=digest,
         params={"mode": "rollback", "rollback_run_id": "manual__1", "services": ["cart"]},
@@ -181,7 +182,7 @@ def test_preflight_manual_rollback_in_kubernetes_mode(
 ) -> None:
     monkeypatch.setenv("CONVOY_EXECUTION_MODE", "kubernetes")
     digest = build_plan(load_policy(policy_file)).digest
-    out = runtime.preflight(
+    out = preflight_task.preflight(
         policy_path=str(policy_file),
         digest=digest,
         params={"mode": "rollback", "rollback_run_id": "r1"},
@@ -198,10 +199,10 @@ def test_gate_opens_for_a_manual_rollback_whatever_the_states() -> None:
         xcoms={"preflight:return_value": chosen},
     )
     ctx = {"ti": ti, "run_id": "r2"}
-    assert runtime.rollback_gate(watched=["wave_0.rollout_a"], **ctx) == ["manual rollback of r1"]
-    assert runtime.manual_rollback_of(ctx) == "r1"
+    assert gates.rollback_gate(watched=["wave_0.rollout_a"], **ctx) == ["manual rollback of r1"]
+    assert preflight_task.manual_rollback_of(ctx) == "r1"
     ti.set_xcom("rollback.gate:return_value", ["manual rollback of r1"])
-    assert runtime.rollback_open(ctx) == ["manual rollback of r1"]
+    assert gates.rollback_open(ctx) == ["manual rollback of r1"]
 
 
 def test_revert_retry_delay_knob(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,7 +68,7 @@ def test_revert_that_fails_on_every_try_is_left_for_a_human(
     # try of its revert meets a 403.
     cluster.forbid("patch", "deployments", "checkoutservice", after=1)
 
-    with caplog.at_level(logging.ERROR, logger="convoy.airflow.runtime"):
+    with caplog.at_level(logging.ERROR, logger="convoy.airflow.report_task"):
         run = load_dag("shop-demo").test()
     got = states(run)
     assert run.state == "failed"
@@ -96,7 +96,7 @@ def test_revert_that_fails_on_every_try_is_left_for_a_human(
     logged = [
         r.getMessage()
         for r in caplog.records
-        if r.levelno == logging.ERROR and r.name == "convoy.airflow.runtime"
+        if r.levelno == logging.ERROR and r.name == "convoy.airflow.report_task"
     ]
     out = capfd.readouterr().out
     printed = re.search(r"\[error\s*\] " + re.escape(message), out)

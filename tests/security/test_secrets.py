@@ -540,7 +540,7 @@ def test_lineage_facets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_report_task_reads_alert_targets_with_a_token_from_the_policy(planted: Path) -> None:
-    from convoy.airflow.runtime import alert_entries
+    from convoy.airflow.report_task import alert_entries
 
     valid = _planted_valid()["alerts"]["onFailure"]
     given = [redact(e) for e in valid]

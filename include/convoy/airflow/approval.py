@@ -12,7 +12,7 @@ REST API (``PATCH .../taskInstances/approve/-1/hitlDetails``).
 - *Reject* or no answer within ``timeoutMinutes``: the task **fails** (no retry),
   so every forward step ends ``upstream_failed`` and nothing changes; the
   rollback gate stays closed (it is told about the approval, see
-  :func:`convoy.airflow.runtime.rollback_gate`), ``report`` records the decision
+  :func:`convoy.airflow.gates.rollback_gate`), ``report`` records the decision
   and ``outcome`` fails the run.
 - A dry run changes nothing and is not held for approval.
 
@@ -29,7 +29,8 @@ from airflow.providers.standard.exceptions import HITLRejectException
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from convoy.airflow import runtime
+from convoy.airflow import local_rollout
+from convoy.airflow import preflight as preflight_task
 from convoy.plan import Plan, render_approval_markdown, render_rollback_approval_markdown
 from convoy.plan.record import RunRecord
 from convoy.redaction import get_logger
@@ -67,7 +68,7 @@ def current_images(plan: Plan, conn_id: str, in_cluster: bool) -> dict[str, dict
     try:
         from convoy.rollout.runner import RolloutRunner, Target
 
-        runner = RolloutRunner(runtime.kube_api_client(conn_id, in_cluster), log=log)
+        runner = RolloutRunner(local_rollout.kube_api_client(conn_id, in_cluster), log=log)
     except Exception:
         log.warning("cannot read the current images; the diff shows them as unknown")
         return None
@@ -141,11 +142,11 @@ class PlanApprovalOperator(ApprovalOperator):
         self.timeout_minutes = gate.timeout_minutes
 
     def execute(self, context: Any) -> Any:
-        chosen = runtime.selection(context)
+        chosen = preflight_task.selection(context)
         if chosen.get("dry_run"):
             log.info("dry run: nothing will change, so no approval is needed")
             return record(context, NOT_NEEDED, reason="dry run")
-        frozen = runtime.run_record(context)
+        frozen = preflight_task.run_record(context)
         self.body = request_body(frozen, conn_id=self.conn_id, in_cluster=self.in_cluster)
         log.info(
             "waiting up to %d min for %s to approve:\n%s",

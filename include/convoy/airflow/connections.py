@@ -33,7 +33,7 @@ def mongo_client(conn_id: str) -> Any:
 
 def kube_api_client(policy: Policy) -> Any:
     """The Kubernetes ``ApiClient`` of the policy's ``kubernetes`` connection."""
-    from convoy.airflow.runtime import kube_api_client as api_client
+    from convoy.airflow.local_rollout import kube_api_client as api_client
 
     k8s = policy.kubernetes
     return api_client(k8s.conn_id, k8s.in_cluster)

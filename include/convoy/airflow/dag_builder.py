@@ -22,7 +22,20 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
-from convoy.airflow import alerts, analysis, approval, assets, config, datastores, pods, runtime
+from convoy.airflow import (
+    alerts,
+    analysis,
+    approval,
+    assets,
+    config,
+    datastores,
+    gates,
+    local_rollout,
+    pods,
+    report_task,
+    runtime,
+)
+from convoy.airflow import preflight as preflight_task
 from convoy.plan import (
     BEFORE_ROLLOUT,
     DatastorePhase,
@@ -149,7 +162,7 @@ class _Builder:
             return pod
         return PythonOperator(
             task_id=config.rollout_task_id(step.service),
-            python_callable=runtime.rollout_local,
+            python_callable=local_rollout.rollout_local,
             op_kwargs={
                 "step": _step_dict(step),
                 "conn_id": self.settings.conn_id,
@@ -282,7 +295,7 @@ class _Builder:
             return pods.revert_pod(self.plan, self.settings, step, apply_id)
         return PythonOperator(
             task_id=config.revert_task_id(undo.service),
-            python_callable=runtime.revert_local,
+            python_callable=local_rollout.revert_local,
             op_kwargs={
                 "step": _step_dict(step),
                 "apply_task_id": apply_id,
@@ -302,7 +315,7 @@ class _Builder:
         with TaskGroup(config.ROLLBACK_GROUP):
             gate = PythonOperator(
                 task_id=config.ROLLBACK_GATE,
-                python_callable=runtime.rollback_gate,
+                python_callable=gates.rollback_gate,
                 op_kwargs={
                     "watched": watched,
                     "mapped": list(self.mapped_ids),
@@ -410,7 +423,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         builder.dag = dag
         preflight = PythonOperator(
             task_id=config.PREFLIGHT,
-            python_callable=runtime.preflight,
+            python_callable=preflight_task.preflight,
             op_kwargs={"policy_path": str(loaded.path.resolve()), "digest": plan.digest},
             retries=0,
         )
@@ -431,7 +444,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
             last = [*last, *rollback_last]
         report = PythonOperator(
             task_id=config.REPORT,
-            python_callable=runtime.report,
+            python_callable=report_task.report,
             op_kwargs={
                 "steps": steps,
                 "reverts": reverts,
@@ -455,7 +468,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         report.set_upstream(last)
         final = PythonOperator(
             task_id=config.OUTCOME,
-            python_callable=runtime.outcome,
+            python_callable=gates.outcome,
             trigger_rule="all_done",
             retries=0,
         )

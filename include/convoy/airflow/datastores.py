@@ -4,7 +4,7 @@
 (mapped over the partitions) ... -> validate``; ``rollback.revert_data_<name>``.
 
 Each task executes its stage from the run record frozen by preflight
-(:func:`convoy.airflow.runtime.run_record`: the datastore's specification and
+(:func:`convoy.airflow.preflight.run_record`: the datastore's specification and
 its migration files with their contents, digest-checked), never from the
 policy file as it is now. It builds the engine from the datastore's Airflow
 connection and a :class:`~convoy.engines.base.RunContext` from the record and
@@ -29,7 +29,8 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from convoy.airflow import config, retries, runtime
+from convoy.airflow import config, gates, retries, runtime
+from convoy.airflow import preflight as preflight_task
 from convoy.engines.base import DatastoreEngine, Partition, RunContext
 from convoy.observe import metrics
 from convoy.plan.record import DatastoreRecord, RecordError, RunRecord
@@ -143,8 +144,8 @@ class Frozen:
 
 def frozen_datastore(context: Mapping[str, Any], name: str) -> Frozen:
     """``name`` from this run's record; logs the policy files changed since preflight."""
-    record = runtime.run_record(context)
-    runtime.log_drift(record)
+    record = preflight_task.run_record(context)
+    preflight_task.log_drift(record)
     return Frozen(record, name)
 
 
@@ -192,7 +193,7 @@ class _Stage:
     """What every stage task needs: selection, datastore, context, engine."""
 
     def __init__(self, datastore: str, context: Mapping[str, Any]) -> None:
-        chosen = runtime.selection(context)
+        chosen = preflight_task.selection(context)
         if datastore not in chosen["datastores"]:
             raise AirflowSkipException(f"datastore {datastore!r} not part of this run")
         self.dry_run = bool(chosen["dry_run"])
@@ -409,16 +410,16 @@ def revert(
     did not open, in a dry run, or when no stage of the datastore ran.
     Idempotent: a second revert of the same run finds nothing to do.
     """
-    if not runtime.rollback_open(context):
+    if not gates.rollback_open(context):
         return {"datastore": datastore, "reverted": False, "reason": "rollback not requested"}
-    target = runtime.manual_rollback_of(context)
+    target = preflight_task.manual_rollback_of(context)
     if target is None:
-        states = runtime.run_states(context)
+        states = gates.run_states(context)
         mapped = set(mapped_task_ids)
         ran = [
             t
             for t in stage_task_ids
-            if RAN_STATES.intersection(runtime.states_of(states, t, mapped=t in mapped))
+            if RAN_STATES.intersection(gates.states_of(states, t, mapped=t in mapped))
         ]
         if not ran:
             log.info("%s: no step ran in this run: nothing to revert", datastore)
@@ -466,17 +467,17 @@ def complete(*, datastores: list[str], **context: Any) -> list[str]:
     """
     done: list[str] = []
     try:
-        chosen = runtime.selection(context)
+        chosen = preflight_task.selection(context)
     except Exception:
         log.warning("no preflight result: no datastore work to complete")
         return done
-    if chosen.get("dry_run") or runtime.manual_rollback_of(context) is not None:
+    if chosen.get("dry_run") or preflight_task.manual_rollback_of(context) is not None:
         return done
     for name in datastores:
         if name not in chosen["datastores"]:
             continue
         try:
-            frozen = Frozen(runtime.run_record(context), name)
+            frozen = Frozen(preflight_task.run_record(context), name)
             ctx = frozen.run_context(context)
             done += [f"{name}: {line}" for line in build_engine(frozen.ds).complete(ctx)]
         except Exception:

@@ -37,6 +37,7 @@ from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import RunFacet
 
 from convoy.airflow import assets, config, runtime
+from convoy.airflow import preflight as preflight_task
 from convoy.plan.record import FrozenMigration
 from convoy.redaction import get_logger, redact_data
 
@@ -377,7 +378,9 @@ def runtime_assets(task: Any, result: Mapping[str, Any], ti: Any) -> list[Any]:
     from convoy.plan.record import record_from_json
     from convoy.policy.models import PostgresDatastore
 
-    record = record_from_json(ti.xcom_pull(task_ids=config.PREFLIGHT, key=runtime.RECORD_KEY))
+    record = record_from_json(
+        ti.xcom_pull(task_ids=config.PREFLIGHT, key=preflight_task.RECORD_KEY)
+    )
     frozen = record.datastore(str(kwargs["datastore"]))
     ds = datastore_model(frozen)
     if not isinstance(ds, PostgresDatastore):

@@ -16,7 +16,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import Configuration
 from kubernetes.client import models as k8s
 
-from convoy.airflow import config, retries, runtime
+from convoy.airflow import config, gates, local_rollout, retries
+from convoy.airflow import preflight as preflight_task
 from convoy.plan import Plan, RolloutStep
 from convoy.plan.record import RecordError, RunRecord
 from convoy.policy.models import KubernetesSettings
@@ -135,9 +136,9 @@ class RolloutPodOperator(KubernetesPodOperator):
         The workload, images and deadline are the run record's (the plan frozen
         at preflight), whatever the DAG parsed now says.
         """
-        chosen = runtime.require_selected_service(context, self.service)
-        frozen = runtime.run_record(context)
-        runtime.log_drift(frozen)
+        chosen = preflight_task.require_selected_service(context, self.service)
+        frozen = preflight_task.run_record(context)
+        preflight_task.log_drift(frozen)
         self.arguments = frozen_arguments(self.arguments, frozen, self.service, images=True)
         if chosen["dry_run"] and "--dry-run" not in self.arguments:
             self.arguments = [*self.arguments, "--dry-run"]
@@ -187,7 +188,7 @@ class RolloutPodOperator(KubernetesPodOperator):
     def record_result(self, context: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         """Metrics of a finished rollout pod, from its JSON result, in the Airflow worker.
 
-        The same calls as a local rollout (:func:`convoy.airflow.runtime.rollout_done`),
+        The same calls as a local rollout (:func:`convoy.airflow.local_rollout.rollout_done`),
         so the deployment's ``[metrics]`` settings apply. A failed result
         (``ok: false``) sends none of them: the task then fails and its
         ``on_failure_callback`` counts ``step_failed(policy, "rollout")`` once,
@@ -213,7 +214,7 @@ class RolloutPodOperator(KubernetesPodOperator):
                 if started is not None
                 else float(result.get("readySeconds") or 0.0)
             )
-            runtime.rollout_done(
+            local_rollout.rollout_done(
                 context, self.service, result, seconds, dry_run=bool(result.get("dryRun"))
             )
         except Exception:
@@ -232,14 +233,14 @@ class RevertPodOperator(RolloutPodOperator):
 
     def prepare_arguments(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         # Never skips: a skipped revert would skip the older waves' reverts after it.
-        failed = runtime.rollback_open(context)
+        failed = gates.rollback_open(context)
         if failed is None:
             return {"service": self.service, "reverted": False, "reason": "rollback not requested"}
-        frozen = runtime.run_record(context)
+        frozen = preflight_task.run_record(context)
         if self.service not in frozen.plan.services:
             return {"service": self.service, "reverted": False, "reason": "not part of this run"}
         self.arguments = frozen_arguments(self.arguments, frozen, self.service, images=False)
-        target = runtime.manual_rollback_of(context)
+        target = preflight_task.manual_rollback_of(context)
         if target is not None:
             # Manual rollback: the runner reads the workload and reverts it from its
             # convoy.dev/previous-images annotation only if the target run (or an
@@ -247,11 +248,11 @@ class RevertPodOperator(RolloutPodOperator):
             if "--only-if-run-id" not in self.arguments:
                 self.arguments = [*self.arguments, "--only-if-run-id", target]
             return None
-        result = runtime.apply_result(context, self.apply_task_id)
+        result = local_rollout.apply_result(context, self.apply_task_id)
         if result is None and self.apply_task_id not in failed:
             return {"service": self.service, "reverted": False, "reason": "never applied"}
         if result is not None:
-            previous = runtime.previous_images(result)
+            previous = local_rollout.previous_images(result)
             if previous is None:
                 self.log.info("%s: nothing to revert", self.service)
                 return {"service": self.service, "reverted": False, "reason": "nothing changed"}
