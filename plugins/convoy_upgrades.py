@@ -5,7 +5,8 @@ The api-server mounts the app at ``/convoy`` (``fastapi_apps``); the nav entry
 UI at ``/plugin/upgrades``. Routes:
 
 - ``GET /convoy/``                        the page (HTML)
-- ``GET /convoy/api/upgrades``            the same data as JSON
+- ``GET /convoy/api/upgrades``            the same data as JSON (with each policy's
+  latest drift check, :mod:`convoy.ui.drift`)
 - ``GET /convoy/reports/{policy}/{run_id}`` the run's HTML report (policy = dag_id)
 
 Every route authenticates with Airflow's own dependency (``get_user``: the JWT
@@ -47,6 +48,12 @@ def _default_runs(dag_ids: Iterable[str]) -> dict[str, list[Any]]:
     return dict(fetch_runs(dag_ids, limit=RUNS_PER_POLICY))
 
 
+def _default_drift(policies: Iterable[str]) -> dict[str, Any]:
+    from convoy.ui.drift import fetch_drift
+
+    return dict(fetch_drift(policies))
+
+
 def _default_policies_dir() -> Path:
     from airflow.configuration import conf
 
@@ -85,6 +92,7 @@ def create_app(
     runs_provider: RunsProvider | None = None,
     authorize_dag: Callable[[Any, str], bool] | None = None,
     airflow_root: str = "/",
+    drift_provider: RunsProvider | None = None,
 ) -> Any:
     """Build the FastAPI app. Arguments default to the api-server's configuration."""
     from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
@@ -96,6 +104,7 @@ def create_app(
 
     UserDep = Annotated[Any, Depends(get_user)]
     runs_of = runs_provider or _default_runs
+    drift_of = drift_provider or _default_drift
     can_read = authorize_dag or _can_read_dag
 
     # 401 without credentials, 403 for a bad token or no read access to DAGs at all.
@@ -163,6 +172,17 @@ def create_app(
             ]
         return policies, runs, error
 
+    def _drift(user: Any, policies: list[Any]) -> dict[str, Any]:
+        """The latest drift check of each policy whose drift DAG the user may read."""
+        from convoy.ui.drift import SUFFIX
+
+        names = [p.dag_id for p in policies if p.dag_id and can_read(user, p.dag_id + SUFFIX)]
+        try:
+            return dict(drift_of(names)) if names else {}
+        except Exception:  # the page still shows everything else
+            log.exception("convoy upgrades: cannot read drift checks")
+            return {}
+
     @app.get("/", response_class=HTMLResponse)
     def page(request: Request, user: UserDep) -> HTMLResponse:
         policies, runs, error = _gather(request, user)
@@ -172,12 +192,16 @@ def create_app(
             now=dt.datetime.now(dt.UTC),
             airflow_root=airflow_root,
             runs_error=error,
+            drift=_drift(user, policies),
         )
         return HTMLResponse(html)
 
     @app.get("/api/upgrades")
     def data(request: Request, user: UserDep) -> JSONResponse:
+        from convoy.ui.drift import drift_view
+
         policies, runs, error = _gather(request, user)
+        drift = _drift(user, policies)
         return JSONResponse(
             redact_data(
                 {
@@ -185,6 +209,9 @@ def create_app(
                         {
                             **p.to_dict(),
                             "runs": [r.to_dict() for r in runs.get(p.dag_id or "", [])],
+                            "drift": drift_view(p.dag_id, drift.get(p.dag_id), airflow_root)
+                            if p.dag_id
+                            else None,
                         }
                         for p in policies
                     ],

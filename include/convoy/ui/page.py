@@ -16,6 +16,7 @@ from urllib.parse import quote
 from convoy.observe.progress import format_duration
 from convoy.redaction import redact
 from convoy.templating import render
+from convoy.ui.drift import DriftRecord, drift_view
 from convoy.ui.policies import PolicyView
 from convoy.ui.runs import RunView
 
@@ -144,8 +145,12 @@ def render_page(
     airflow_root: str = "/",
     runs_error: str | None = None,
     refresh_seconds: int = 15,
+    drift: Mapping[str, DriftRecord] | None = None,
 ) -> str:
-    """The whole page. Auto-refreshes while a run is in progress."""
+    """The whole page. Auto-refreshes while a run is in progress.
+
+    ``drift``: the latest drift check of each policy (:mod:`convoy.ui.drift`).
+    """
     root = airflow_root if airflow_root.endswith("/") else airflow_root + "/"
     invalid = sum(1 for p in policies if not p.valid)
     running = any(r.running for rs in runs.values() for r in rs)
@@ -160,6 +165,14 @@ def render_page(
             refresh_seconds=int(refresh_seconds) if running else 0,
             summary=summary,
             runs_error=runs_error or "",
-            policies=[_policy(p, runs.get(p.dag_id or "", ()), now, root) for p in policies],
+            policies=[
+                {
+                    **_policy(p, runs.get(p.dag_id or "", ()), now, root),
+                    "drift": drift_view(p.dag_id, (drift or {}).get(p.dag_id), root)
+                    if p.dag_id
+                    else None,
+                }
+                for p in policies
+            ],
         )
     )

@@ -97,3 +97,59 @@ def test_pending_does_not_alert(
     rollout(kube, loaded, "run-1")
     PostgresEngine(orders_db).migrate(ctx(loaded, "orders", "run-1"))
     assert drift.check(policy_path=str(loaded.path), ti=TI(), run_id="s4") == {"verdict": "in sync"}
+
+
+def test_drift_dag_run_by_airflow_is_on_the_upgrades_page(
+    airflow_db: None,
+    kube: Any,
+    orders_db: str,
+    tmp_path: Path,
+    webhook_receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``dag.test()`` of the drift DAG; the page's reader finds its verdict in the metadata DB."""
+    from convoy.ui.drift import drift_view, fetch_drift
+    from convoy.ui.page import render_page
+    from convoy.ui.policies import gather_policies
+
+    loaded = successful_run(kube, orders_db, tmp_path)
+    with_alerts(loaded.path, webhook_receiver.url())
+    KubernetesIO(kube.api_client()).patch(
+        WorkloadRef(NS, "StatefulSet", "redis-cart"),
+        {"spec": {"template": {"spec": {"containers": [{"name": "redis", "image": "redis:x"}]}}}},
+    )
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("CONVOY_POLICIES_DIR", str(tmp_path))
+    bag = DagBag(
+        dag_folder=str(Path(__file__).resolve().parents[3] / "dags" / "convoy_policies.py")
+    )
+    assert bag.import_errors == {}
+    bag.dags["shop__drift"].test()
+
+    record = fetch_drift(["shop"])["shop"]
+    assert record.state == "failed"
+    assert record.status is not None
+    assert record.status["verdict"] == "drift"
+    view = drift_view("shop", record, "/")
+    assert view is not None
+    assert view["verdict"] == "drift"
+    assert view["findings"] == [("redis", "up_for_retry")]
+    assert view["url"].startswith("/dags/shop__drift/runs/")
+    (alert,) = webhook_receiver.bodies
+    assert alert["event"] == "drift"
+    page = render_page(
+        gather_policies(tmp_path),
+        {},
+        now=record.when or record_time(),
+        drift={"shop": record},
+    )
+    assert "Drift check:" in page
+    assert 'badge s-up_for_retry">drift<' in page
+    assert 'href="/dags/shop__drift/runs/' in page
+
+
+def record_time() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
