@@ -213,7 +213,7 @@ def ensure_revision(store: Store, resource: str, workload: dict[str, Any], sim: 
     else:
         # The strategic-merge patch that restores this revision, as the real
         # controller stores it (``kubectl rollout undo`` applies it as is).
-        template = copy.deepcopy(workload["spec"]["template"])
+        template = _as_go_encodes(workload["spec"]["template"])
         template["$patch"] = "replace"
         obj = {
             "apiVersion": "apps/v1",
@@ -225,8 +225,20 @@ def ensure_revision(store: Store, resource: str, workload: dict[str, Any], sim: 
     store.put(child, obj, "ADDED")
 
 
+def _as_go_encodes(template: dict[str, Any]) -> dict[str, Any]:
+    """A pod template as Go's typed encoding writes it: ``creationTimestamp: null`` and
+    ``resources: {}`` (kubectl compares its own encoding with a revision's data)."""
+    out = copy.deepcopy(template)
+    out.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+    for container in out.get("spec", {}).get("containers", []):
+        container.setdefault("resources", {})
+    return out
+
+
 def _renumber(store: Store, child: str, obj: dict[str, Any], kind: str, number: int) -> None:
-    key = "deployment.kubernetes.io/revision" if kind == "Deployment" else "convoy.emulator/revision"
+    key = (
+        "deployment.kubernetes.io/revision" if kind == "Deployment" else "convoy.emulator/revision"
+    )
     annotations = obj["metadata"].get("annotations") or {}
     if annotations.get(key) == str(number) and obj.get("revision", number) == number:
         return

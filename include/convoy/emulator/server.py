@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from convoy.emulator import metrics
+from convoy.emulator import metrics, tables
 from convoy.emulator.patching import PatchError, json_patch, merge_patch, strategic_merge
 from convoy.emulator.store import (
     KIND_OF,
@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 
 DEFAULT_WATCH_TIMEOUT = 300.0
 RECORDED = -1  # _handle's return value when the request was already logged
+#: kubectl's short names (``kubectl get deploy``), as the real discovery lists them.
+SHORT_NAMES = {
+    "deployments": ("deploy",),
+    "statefulsets": ("sts",),
+    "daemonsets": ("ds",),
+    "replicasets": ("rs",),
+    "pods": ("po",),
+}
 PATCH_TYPES = {
     "application/strategic-merge-patch+json": strategic_merge,
     "application/merge-patch+json": merge_patch,
@@ -141,7 +149,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _send_json(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        # Compact with sorted keys, as Go marshals maps: kubectl compares a
+        # ControllerRevision's raw ``data`` byte for byte with its own encoding.
+        data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -181,10 +191,19 @@ class Handler(BaseHTTPRequestHandler):
                 405, "MethodNotAllowed", f"the server does not allow this method on {resource}"
             )
         cluster.check_faults(verb, resource, namespace, name)
+        accept = self.headers.get("Accept") or ""
         if verb == "get":
-            return 200, cluster.read(resource, namespace, name or "")
+            obj = cluster.read(resource, namespace, name or "")
+            if tables.wants_table(accept):
+                rv = str(obj["metadata"].get("resourceVersion", ""))
+                return 200, self._table(resource, [obj], rv, query, accept)
+            return 200, obj
         if verb == "list":
-            return 200, cluster.list_objects(resource, namespace, query)
+            listed = cluster.list_objects(resource, namespace, query)
+            if tables.wants_table(accept):
+                rv = str(listed["metadata"]["resourceVersion"])
+                return 200, self._table(resource, listed["items"], rv, query, accept)
+            return 200, listed
         if verb == "watch":
             # A watch is logged when it starts (it may stay open for minutes).
             cluster.record(method, path, query, 200, True, started)
@@ -193,6 +212,21 @@ class Handler(BaseHTTPRequestHandler):
             return RECORDED, None
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         return 200, cluster.patch(resource, namespace, name or "", ctype, raw, query)
+
+    @staticmethod
+    def _table(
+        resource: str, objects: list[dict[str, Any]], rv: str, query: dict[str, str], accept: str
+    ) -> dict[str, Any]:
+        include = query.get("includeObject") or "Metadata"
+        if include not in ("None", "Metadata", "Object"):
+            raise ApiError(400, "BadRequest", f"invalid includeObject {include!r}")
+        return tables.to_table(
+            resource,
+            objects,
+            rv,
+            include_object=include,
+            api_version=tables.table_version(accept),
+        )
 
     def _watch(self, resource: str, namespace: str, query: dict[str, str]) -> None:
         cluster = self.server.cluster
@@ -295,15 +329,18 @@ def _resource_list(path: str) -> dict[str, Any]:
         if api_version != group_version:
             continue
         verbs = ["get", "list", "watch"] + (["patch"] if plural in KIND_OF else [])
-        resources.append(
-            {
-                "name": plural,
-                "singularName": kind.lower(),
-                "namespaced": True,
-                "kind": kind,
-                "verbs": verbs,
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": plural,
+            "singularName": kind.lower(),
+            "namespaced": True,
+            "kind": kind,
+            "verbs": verbs,
+        }
+        if plural in SHORT_NAMES:
+            entry["shortNames"] = list(SHORT_NAMES[plural])
+        if plural != "controllerrevisions":
+            entry["categories"] = ["all"]
+        resources.append(entry)
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",

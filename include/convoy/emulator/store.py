@@ -212,8 +212,20 @@ def new_meta(namespace: str, name: str, labels: dict[str, str] | None = None) ->
     }
 
 
+def _normal(value: Any) -> Any:
+    """Drop nulls and empty maps/lists, as the API server's decoding does for a template
+    (``kubectl rollout undo`` sends ``creationTimestamp: null`` and ``resources: {}``)."""
+    if isinstance(value, dict):
+        out = {k: _normal(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
 def template_hash(template: dict[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+    """The revision hash of a pod template (equal templates, equal hashes)."""
+    digest = hashlib.sha256(json.dumps(_normal(template), sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
 

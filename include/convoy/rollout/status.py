@@ -132,17 +132,20 @@ def _statefulset(
         return state(False, "Waiting for statefulset spec update to be observed...")
     if ready < desired:
         return state(False, f"Waiting for {desired - ready} pods to be ready...")
-    partition = int(
-        ((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition") or 0
-    )
-    if partition > 0:
+    # As kubectl does: a rollingUpdate with a partition (the API server defaults it to 0)
+    # is judged by the partition; only an object without one compares revisions.
+    rolling = (spec.get("updateStrategy") or {}).get("rollingUpdate")
+    if isinstance(rolling, Mapping):
+        partition = int(rolling.get("partition") or 0)
         if updated < desired - partition:
             return state(
                 False,
                 f"Waiting for partitioned roll out to finish: {updated} out of "
                 f"{desired - partition} new pods have been updated...",
             )
-        return state(True, f"partitioned roll out complete: {updated} new pods have been updated")
+        return state(
+            True, f"partitioned roll out complete: {updated} new pods have been updated..."
+        )
     if status.get("updateRevision") != status.get("currentRevision"):
         return state(
             False,
