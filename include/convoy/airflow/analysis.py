@@ -25,30 +25,42 @@ ANALYSIS_KEY = "analysis"
 
 
 def verify_kwargs(policy: Policy, service: str) -> dict[str, Any]:
-    """The ``verify`` argument of a service's rollout task; ``{}`` when it has none."""
-    from convoy.rollout.analysis import AnalysisSpec
+    """The verification of a service's rollout (:func:`convoy.plan.verify.service_verify`)."""
+    from convoy.plan.verify import service_verify
 
-    svc = next(s for s in policy.services if s.name == service)
-    templates = {t.name: AnalysisSpec.from_template(t) for t in policy.analysis_templates}
-    after = svc.analysis if svc.analysis is not None else policy.rollout.analysis
-    steps = [s.model_dump(exclude_none=True) for s in svc.canary.steps] if svc.canary else []
-    used = {str(s["analysis"]) for s in steps if "analysis" in s} | set(after)
-    if not steps and not after:
-        return {}
-    return {
-        "canary": steps,
-        "analyses": list(after),
-        "templates": {n: templates[n].to_dict() for n in sorted(used) if n in templates},
-    }
+    return service_verify(policy, service)
+
+
+#: The rollout task's ``verify`` argument: "this step is verified; its spec is in the run record".
+FROM_RUN_RECORD = {"fromRunRecord": True}
 
 
 def rollout_kwargs(policy: Policy, service: str) -> dict[str, Any]:
-    """``{"verify": ...}`` for the rollout task's op_kwargs, ``{}`` when there is nothing to verify.
+    """``{"verify": FROM_RUN_RECORD}`` for a verified service's rollout task, else ``{}``.
 
-    Leaving the key out keeps the serialized DAG of policies without analyses unchanged.
+    The spec itself (queries with ``{{ variables }}``) is frozen by preflight in
+    the run record: task arguments are Jinja templates to Airflow, and the run
+    executes what preflight froze. Leaving the key out keeps the serialized DAG
+    of policies without analyses unchanged.
     """
-    verify = verify_kwargs(policy, service)
-    return {"verify": verify} if verify else {}
+    return {"verify": dict(FROM_RUN_RECORD)} if verify_kwargs(policy, service) else {}
+
+
+def _run_record(context: Mapping[str, Any]) -> Any:
+    try:
+        from convoy.airflow.preflight import run_record  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from convoy.airflow.runtime import run_record  # type: ignore[attr-defined,unused-ignore,no-redef]
+    return run_record(context)
+
+
+def frozen_verify(
+    context: Mapping[str, Any], service: str, given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The service's verification as preflight froze it (``given`` if it is a full spec)."""
+    if "templates" in given:
+        return dict(given)
+    return dict(getattr(_run_record(context), "verify", {}).get(service) or {})
 
 
 def providers(specs: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
@@ -106,6 +118,7 @@ def verified_apply(
     ti = context["ti"]
     service = str(step["service"])
     policy = str(getattr(ti, "dag_id", "") or "")
+    verify = frozen_verify(context, service, verify)
     templates = {n: AnalysisSpec.from_dict(d) for n, d in verify.get("templates", {}).items()}
 
     def push(runs: list[dict[str, Any]]) -> None:

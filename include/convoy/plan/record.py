@@ -109,6 +109,10 @@ class RunRecord:
     #: Services and datastores whose forward steps run (empty for a rollback).
     selected_services: tuple[str, ...]
     selected_datastores: tuple[str, ...]
+    #: Canary steps and analyses per service, and ``rollout.waveAnalysis``
+    #: (:mod:`convoy.plan.verify`): the rollout tasks run these.
+    verify: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wave_verify: dict[str, Any] = field(default_factory=dict)
     digest: str = field(default="", compare=False)
 
     def datastore(self, name: str) -> DatastoreRecord:
@@ -228,6 +232,8 @@ def freeze(
             )
         )
     upgrade = mode == "upgrade"
+    from convoy.plan.verify import verify_specs, wave_verify
+
     record = RunRecord(
         policy_name=loaded.policy.metadata.name,
         policy_file=str(loaded.path.resolve()),
@@ -241,6 +247,8 @@ def freeze(
         datastores=tuple(datastores),
         selected_services=plan.services if upgrade else (),
         selected_datastores=tuple(p.datastore for p in plan.datastore_phases) if upgrade else (),
+        verify=verify_specs(loaded.policy, plan.services) if upgrade else {},
+        wave_verify=wave_verify(loaded.policy) if upgrade else {},
     )
     return replace(record, digest=compute_record_digest(record))
 
