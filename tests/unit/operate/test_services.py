@@ -67,3 +67,22 @@ def test_reverted_is_named() -> None:
     assert state.verdict == "pending"
     assert state.reasons[-1] == "reverted by run r2 (from server: cart:2)"
     assert state.reverted_from == {"server": "cart:2"}
+
+
+def test_a_failed_rollout_is_degraded() -> None:
+    applied = {"convoy.dev/images": {"server": "cart:2"}, "convoy.dev/run-id": "r1"}
+    failed = obj("cart:2", applied, done=False)
+    failed["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    ]
+    state = judge_service(SVC, "shop", failed)
+    assert (state.verdict, state.condition) == ("degraded", "failed")
+    assert state.reasons[-1].startswith("rollout failed: ")
+
+
+def test_a_missing_container_is_degraded() -> None:
+    state = judge_service(
+        SVC.model_copy(update={"containers": {"sidecar": "envoy:1"}}), "shop", obj("cart:2")
+    )
+    assert state.verdict == "degraded"
+    assert state.reasons == ("container 'sidecar' not in the workload",)
