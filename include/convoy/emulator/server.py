@@ -235,6 +235,8 @@ class Handler(BaseHTTPRequestHandler):
         timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
         end = time.monotonic() + timeout
         since_raw = query.get("resourceVersion", "")
+        accept = self.headers.get("Accept") or ""
+        as_table, columns_sent = tables.wants_table(accept), False
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -260,6 +262,17 @@ class Handler(BaseHTTPRequestHandler):
                     since = -1
         while True:
             for event in pending:
+                if as_table and event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    obj = event["object"]
+                    rv = str(obj["metadata"].get("resourceVersion", ""))
+                    event = {
+                        "type": event["type"],
+                        "object": self._table(resource, [obj], rv, query, accept),
+                    }
+                    # Like the real server: column definitions with the first event only.
+                    if columns_sent:
+                        event["object"]["columnDefinitions"] = []
+                    columns_sent = True
                 self._chunk(json.dumps(event).encode() + b"\n")
             if since < 0:
                 break
