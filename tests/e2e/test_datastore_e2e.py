@@ -314,16 +314,25 @@ def test_blocking_validation_failure_fails_the_validate_task(
     ds = _orders(validation=[{"table": "public.orders", "expectations": [IN_SET]}])
     path = write(_policy("pg-valid", datastores=[ds]), {"V1__status.sql": V1})
     pushed: dict[str, Any] = {}
+    from convoy.plan import build_plan
+    from convoy.plan.record import freeze
+    from convoy.policy import load_policy
+
+    loaded = load_policy(path)
+    plan = build_plan(loaded)
+    record = freeze(loaded, plan, dag_plan_digest=plan.digest, mode="upgrade", dry_run=False)
 
     class TI:
-        def xcom_pull(self, **_: Any) -> dict[str, Any]:
+        def xcom_pull(self, task_ids: str, key: str = "return_value") -> dict[str, Any]:
+            if key == "run_record":
+                return record.to_dict()
             return {"datastores": ["orders"], "dry_run": False, "services": []}
 
         def xcom_push(self, key: str, value: Any) -> None:
             pushed[key] = value
 
     with pytest.raises(AirflowFailException, match="validation of orders failed"):
-        datastores.validate(policy_path=str(path), datastore="orders", ti=TI(), run_id="r1")
+        datastores.validate(datastore="orders", ti=TI(), run_id="r1")
     assert pushed["result"]["datastore"] == "orders"
     assert "postgresql://" not in str(pushed)
 

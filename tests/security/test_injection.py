@@ -358,6 +358,7 @@ def test_a_trailing_comment_cannot_swallow_the_rest_of_the_statement(
 
     from convoy.engines.base import RunContext
     from convoy.engines.postgres import PostgresConfig, PostgresEngine
+    from convoy.plan.specs import datastore_spec
     from convoy.policy.models import PostgresDatastore
 
     admin = postgres_server.get_uri()
@@ -387,7 +388,9 @@ def test_a_trailing_comment_cannot_swallow_the_rest_of_the_statement(
                 ],
             }
         )
-        ctx = RunContext(policy_name="inject", run_id="r1", datastore=ds, base_dir=tmp_path)
+        ctx = RunContext(
+            policy_name="inject", run_id="r1", datastore=datastore_spec(ds), base_dir=tmp_path
+        )
         result = PostgresEngine(uri, PostgresConfig(progress_interval_s=0)).transform(
             ctx, "first-ten"
         )

@@ -38,6 +38,7 @@ from psycopg.conninfo import make_conninfo
 from convoy.cli import main as cli_main
 from convoy.engines.base import RunContext
 from convoy.engines.postgres import PostgresConfig, PostgresEngine
+from convoy.plan.specs import datastore_spec
 from convoy.policy import PolicyError, load_policy
 from convoy.policy.models import PostgresDatastore
 from convoy.redaction import RedactingFilter, get_logger, redact, redact_data
@@ -101,7 +102,7 @@ def _ctx(tmp_path: Path, backup: str, lines: list[str]) -> RunContext:
     return RunContext(
         policy_name="shop",
         run_id=f"run-{backup}",
-        datastore=ds,
+        datastore=datastore_spec(ds),
         base_dir=tmp_path,
         data_interval_start=None,
         data_interval_end=None,

@@ -24,6 +24,7 @@ from urllib.parse import quote
 from airflow.sdk import Asset
 
 from convoy.plan import RolloutStep
+from convoy.plan.specs import PostgresSpec
 from convoy.policy.models import MongoDatastore, PostgresDatastore
 from convoy.redaction import get_logger
 
@@ -59,7 +60,7 @@ def split_table(name: str) -> tuple[str, str]:
     return (schema if dot and schema else "public"), table
 
 
-def table_uri(ds: PostgresDatastore, table: str) -> str:
+def table_uri(ds: PostgresDatastore | PostgresSpec, table: str) -> str:
     schema, name = split_table(table)
     return (
         f"postgres://{_seg(ds.conn_id)}:{POSTGRES_PORT}/{_seg(ds.name)}/{_seg(schema)}/{_seg(name)}"

@@ -34,6 +34,7 @@ from convoy.airflow import preflight as preflight_task
 from convoy.engines.base import DatastoreEngine, Partition, RunContext
 from convoy.observe import metrics
 from convoy.plan.record import DatastoreRecord, RecordError, RunRecord
+from convoy.plan.specs import DatastoreSpec, PostgresSpec
 from convoy.policy.models import Datastore as DatastoreModel
 from convoy.policy.models import MongoDatastore, PostgresDatastore
 from convoy.redaction import get_logger
@@ -117,8 +118,8 @@ def _datastore_adapter() -> Any:
 
 
 def datastore_model(frozen: DatastoreRecord) -> Datastore:
-    """The datastore's specification as preflight froze it."""
-    model: Datastore = _datastore_adapter().validate_python(frozen.spec)
+    """The datastore's policy section as preflight froze it (for the validation layer)."""
+    model: Datastore = _datastore_adapter().validate_python(frozen.policy)
     return model
 
 
@@ -132,7 +133,8 @@ class Frozen:
         except RecordError as exc:
             raise AirflowFailException(str(exc)) from exc
         self.record = record
-        self.ds = datastore_model(entry)
+        self.entry = entry
+        self.ds: DatastoreSpec = entry.spec
         self.base_dir = Path(record.base_dir)
 
     def run_context(self, context: Mapping[str, Any]) -> RunContext:
@@ -163,7 +165,7 @@ def _task_log(message: str) -> None:
 
 
 def run_context(
-    policy_name: str, ds: Datastore, base_dir: Path, context: Mapping[str, Any]
+    policy_name: str, ds: DatastoreSpec, base_dir: Path, context: Mapping[str, Any]
 ) -> RunContext:
     return RunContext(
         policy_name=policy_name,
@@ -176,7 +178,7 @@ def run_context(
     )
 
 
-def build_engine(ds: Datastore) -> DatastoreEngine:
+def build_engine(ds: DatastoreSpec) -> DatastoreEngine:
     """The engine of ``ds`` connected through its Airflow connection."""
     from convoy.engines import EngineUnavailable, get_engine
 
@@ -184,7 +186,7 @@ def build_engine(ds: Datastore) -> DatastoreEngine:
         factory = get_engine(ds.type)
     except EngineUnavailable as exc:
         raise AirflowFailException(str(exc)) from exc
-    if isinstance(ds, PostgresDatastore):
+    if isinstance(ds, PostgresSpec):
         return factory(postgres_conninfo(ds.conn_id))
     return factory(mongo_client(ds.conn_id), ds.database)
 
@@ -199,6 +201,7 @@ class _Stage:
         self.dry_run = bool(chosen["dry_run"])
         frozen = frozen_datastore(context, datastore)
         self.policy_name, self.ds = frozen.record.policy_name, frozen.ds
+        self.frozen = frozen
         self.ctx = frozen.run_context(context)
         self.context = context
 
@@ -369,12 +372,13 @@ def validate(*, datastore: str, **context: Any) -> dict[str, Any]:
         log.info("validation layer not installed")
         raise AirflowSkipException("validation layer not installed") from exc
     kwargs: dict[str, Any] = {"progress": runtime.progress_sink(context["ti"])}
-    if isinstance(stage.ds, PostgresDatastore):
-        kwargs["conninfo"] = postgres_conninfo(stage.ds.conn_id)
+    model = datastore_model(stage.frozen.entry)
+    if isinstance(model, PostgresDatastore):
+        kwargs["conninfo"] = postgres_conninfo(model.conn_id)
     else:
-        kwargs["mongo_client"] = mongo_client(stage.ds.conn_id)
+        kwargs["mongo_client"] = mongo_client(model.conn_id)
     report = validate_datastore(
-        stage.ds,
+        model,
         run_dir=run_dir(stage.policy_name, stage.ctx.run_id, datastore),
         log=_task_log,
         **kwargs,

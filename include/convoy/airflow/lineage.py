@@ -374,16 +374,15 @@ def runtime_assets(task: Any, result: Mapping[str, Any], ti: Any) -> list[Any]:
     if name not in ("migrate", "revert"):
         return []
     kwargs = _op_kwargs(task)
-    from convoy.airflow.datastores import datastore_model
     from convoy.plan.record import record_from_json
-    from convoy.policy.models import PostgresDatastore
+    from convoy.plan.specs import PostgresSpec
 
     record = record_from_json(
         ti.xcom_pull(task_ids=config.PREFLIGHT, key=preflight_task.RECORD_KEY)
     )
     frozen = record.datastore(str(kwargs["datastore"]))
-    ds = datastore_model(frozen)
-    if not isinstance(ds, PostgresDatastore):
+    ds = frozen.spec
+    if not isinstance(ds, PostgresSpec):
         return []
     tables: set[str] = set()
     if name == "migrate":

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from convoy.observe.progress import Progress
+from convoy.plan.specs import MongoSpec, PostgresSpec
 from convoy.policy.migrations import MigrationFile
-from convoy.policy.models import MongoDatastore, PostgresDatastore
 from convoy.redaction import get_logger
 
 LogFn = Callable[[str], None]
@@ -61,7 +61,7 @@ class RunContext:
 
     policy_name: str
     run_id: str
-    datastore: PostgresDatastore | MongoDatastore
+    datastore: PostgresSpec | MongoSpec
     base_dir: Path
     data_interval_start: dt.datetime | None = None
     data_interval_end: dt.datetime | None = None

@@ -18,6 +18,7 @@ from convoy.engines.base import RunContext
 from convoy.engines.mongo.config import MongoConfig
 from convoy.engines.postgres.config import PostgresConfig
 from convoy.operate.model import BackupRun, DatastoreState, ServiceState, StatusReport
+from convoy.plan.specs import datastore_spec
 from convoy.policy import LoadedPolicy
 from convoy.policy.models import MongoDatastore, Policy, PostgresDatastore
 from convoy.redaction import redact
@@ -51,7 +52,7 @@ def context(
     return RunContext(
         policy_name=loaded.policy.metadata.name,
         run_id=run_id,
-        datastore=ds,
+        datastore=datastore_spec(ds),
         base_dir=loaded.path.resolve().parent,
         **kwargs,
     )

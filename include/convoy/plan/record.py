@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from convoy.plan.models import Plan, RolloutStep
+from convoy.plan.specs import DatastoreSpec, datastore_spec
 from convoy.policy.files import MIGRATION_MAX_BYTES, FileRefused, read_regular
 from convoy.policy.loader import LoadedPolicy
 from convoy.policy.migrations import MigrationFile, parse_version
@@ -74,8 +75,11 @@ class DatastoreRecord:
     name: str
     type: str
     conn_id: str
-    #: The datastore's policy section (camelCase keys, as in the YAML).
-    spec: dict[str, Any]
+    #: What the engine executes (:mod:`convoy.plan.specs`).
+    spec: DatastoreSpec
+    #: The datastore's policy section (camelCase keys, as in the YAML): what
+    #: the validation layer reads (its suites).
+    policy: dict[str, Any]
     #: ``migrations`` of the policy, relative to :attr:`RunRecord.base_dir`.
     migrations_dir: str | None = None
     migrations: tuple[FrozenMigration, ...] = ()
@@ -226,7 +230,8 @@ def freeze(
                 name=ds.name,
                 type=ds.type,
                 conn_id=ds.conn_id,
-                spec=ds.model_dump(mode="json", by_alias=True),
+                spec=datastore_spec(ds),
+                policy=ds.model_dump(mode="json", by_alias=True),
                 migrations_dir=ds.migrations,
                 migrations=tuple(_freeze_migration(f.path, f) for f in files),
             )

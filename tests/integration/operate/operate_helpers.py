@@ -11,6 +11,7 @@ import yaml
 
 from convoy.cli import main
 from convoy.engines.base import RunContext
+from convoy.plan.specs import datastore_spec
 from convoy.policy import LoadedPolicy, load_policy
 from convoy.rollout.runner import RolloutRunner, Target
 
@@ -130,7 +131,7 @@ def ctx(loaded: LoadedPolicy, name: str, run_id: str) -> RunContext:
     return RunContext(
         policy_name=loaded.policy.metadata.name,
         run_id=run_id,
-        datastore=ds,
+        datastore=datastore_spec(ds),
         base_dir=loaded.path.parent,
         log=lambda _m: None,
     )

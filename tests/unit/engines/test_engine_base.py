@@ -17,11 +17,9 @@ from convoy.engines.base import (
 from convoy.engines.errors import ChecksumMismatch, LockHolder, LockTimeout
 from convoy.engines.postgres import PostgresEngine
 from convoy.engines.postgres.locks import lock_key
-from convoy.policy.models import PostgresDatastore
+from convoy.plan.specs import PostgresSpec
 
-DS = PostgresDatastore.model_validate(
-    {"name": "orders", "type": "postgres", "connId": "db", "migrations": "migrations/orders"}
-)
+DS = PostgresSpec(name="orders", conn_id="db", migrations="migrations/orders")
 
 
 def _ctx(**kw: object) -> RunContext:

@@ -61,8 +61,8 @@ from convoy.engines.mongo.documents import (
     stream,
 )
 from convoy.engines.mongo.locks import utcnow
+from convoy.plan.specs import MongoSpec
 from convoy.policy.migrations import MigrationFile
-from convoy.policy.models import MongoDatastore
 
 Doc = dict[str, Any]
 
@@ -97,7 +97,7 @@ def touched_by(f: MigrationFile) -> set[str]:
 
 
 def collections_to_back_up(
-    ds: MongoDatastore, pending: Iterable[MigrationFile], cfg: MongoConfig
+    ds: MongoSpec, pending: Iterable[MigrationFile], cfg: MongoConfig
 ) -> list[str]:
     names = {t.collection for t in ds.transforms}
     for f in pending:

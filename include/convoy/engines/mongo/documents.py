@@ -1,8 +1,10 @@
-"""Pure helpers on Mongo documents: run-time checks, interval binding, markers, digests.
+"""Pure helpers on Mongo documents: engine checks, interval binding, markers, digests.
 
-The run-time checks reuse :mod:`convoy.policy.mongo_checks` (the same rules
-``convoy validate`` applies), so a policy that bypassed validation is still
-refused before anything is written.
+The policy's rules (no JavaScript, known operators and stages) are checked
+when the policy is loaded; a transform reaches the engine only as a
+:class:`~convoy.plan.specs.MongoTransformSpec` of the run record, converted
+from that policy. The engine checks what only it knows: its reserved batch
+marker fields and collection names.
 """
 
 from __future__ import annotations
@@ -21,10 +23,7 @@ from pymongo.database import Database
 from convoy.engines.base import RunContext
 from convoy.engines.errors import MissingDataInterval
 from convoy.engines.mongo.errors import InvalidMongoSpec, UnsafeCollectionName
-from convoy.policy.models import MongoTransform
-from convoy.policy.mongo_checks import check_mongo_filter, check_mongo_update
-from convoy.policy.reporter import Reporter
-from convoy.policy.source import Document
+from convoy.plan.specs import MongoTransformSpec
 
 Doc = dict[str, Any]
 _INTERVAL = re.compile(r"^\s*\{\{\s*(data_interval_start|data_interval_end)\s*\}\}\s*$")
@@ -47,13 +46,10 @@ def collection_name(value: str, field: str, *, reserved_prefixes: Iterable[str] 
 
 
 # -- run-time checks -----------------------------------------------------------
-def check_transform(t: MongoTransform, marker_prefix: str) -> None:
-    """Refuse JavaScript, unknown operators/stages and convoy's reserved fields."""
-    reporter = Reporter(file="<policy>", doc=Document(data=None, values={}, keys={}))
+def check_transform(t: MongoTransformSpec, marker_prefix: str) -> None:
+    """Refuse fields with the prefix convoy reserves for its batch markers."""
     base = ("transforms", t.name)
-    check_mongo_filter(reporter, (*base, "filter"), t.filter)
-    check_mongo_update(reporter, (*base, "update"), t.update)
-    problems = [f"{d.path}: {d.message}" for d in reporter.diagnostics if d.severity == "error"]
+    problems: list[str] = []
     for where, value in (("filter", t.filter), ("update", t.update)):
         for key in _field_names(value):
             if key.split(".")[0].startswith(marker_prefix):

@@ -36,8 +36,8 @@ from convoy.engines.mongo import transform as transform_mod
 from convoy.engines.mongo.config import FaultHook, MongoConfig
 from convoy.engines.mongo.documents import collection_digest, collection_name, stream
 from convoy.engines.mongo.locks import MongoLock, utcnow
+from convoy.plan.specs import MongoSpec
 from convoy.policy.migrations import MigrationFile, parse_version
-from convoy.policy.models import MongoDatastore
 
 Doc = dict[str, Any]
 
@@ -69,8 +69,8 @@ class MongoEngine:
         return self.client[self.database]
 
     @staticmethod
-    def _datastore(ctx: RunContext) -> MongoDatastore:
-        if not isinstance(ctx.datastore, MongoDatastore):
+    def _datastore(ctx: RunContext) -> MongoSpec:
+        if not isinstance(ctx.datastore, MongoSpec):
             raise EngineError(f"datastore {ctx.datastore.name!r} is not of type mongo")
         return ctx.datastore
 

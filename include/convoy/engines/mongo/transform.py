@@ -54,7 +54,7 @@ from convoy.engines.mongo.errors import UnknownCollection
 from convoy.engines.mongo.locks import MongoLock, utcnow
 from convoy.engines.mongo.undo import UndoLog, unchanged_since_read
 from convoy.observe.progress import Progress
-from convoy.policy.models import MongoDatastore, MongoTransform
+from convoy.plan.specs import MongoSpec, MongoTransformSpec
 
 Doc = dict[str, Any]
 
@@ -72,14 +72,14 @@ class TransformSpec:
     marker: str
 
 
-def find(ds: MongoDatastore, name: str) -> MongoTransform:
+def find(ds: MongoSpec, name: str) -> MongoTransformSpec:
     for t in ds.transforms:
         if t.name == name:
             return t
     raise UnknownTransform(name, [t.name for t in ds.transforms])
 
 
-def compile_spec(t: MongoTransform, ctx: RunContext, cfg: MongoConfig) -> TransformSpec:
+def compile_spec(t: MongoTransformSpec, ctx: RunContext, cfg: MongoConfig) -> TransformSpec:
     """Check (JavaScript, operators, reserved fields, names) and bind the interval."""
     check_transform(t, cfg.marker_prefix)
     collection = collection_name(

@@ -35,8 +35,8 @@ from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.locks import lock_key
 from convoy.engines.postgres.sql import Conn, TableName, table_name, touched_tables
 from convoy.observe.progress import Progress
+from convoy.plan.specs import PostgresSpec
 from convoy.policy.migrations import MigrationFile
-from convoy.policy.models import PostgresDatastore
 
 _MANIFEST_DDL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -77,7 +77,7 @@ class ManifestRow:
 
 
 def tables_to_back_up(
-    datastore: PostgresDatastore, pending: tuple[MigrationFile, ...]
+    datastore: PostgresSpec, pending: tuple[MigrationFile, ...]
 ) -> list[TableName]:
     """Tables named by pending migrations, transforms and ``snapshotTables`` (unresolved)."""
     names: set[TableName] = set()

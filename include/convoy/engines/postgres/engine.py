@@ -39,8 +39,8 @@ from convoy.engines.postgres.dry_run import TransactionLock
 from convoy.engines.postgres.dry_run import rolled_back as rolled_back_tx
 from convoy.engines.postgres.locks import AdvisoryLock
 from convoy.engines.postgres.sql import Conn, redact_dsn
+from convoy.plan.specs import PostgresSpec
 from convoy.policy.migrations import parse_version
-from convoy.policy.models import PostgresDatastore
 
 Connect = Callable[[str, str], Conn]
 
@@ -70,8 +70,8 @@ class PostgresEngine:
 
     # -- plumbing -------------------------------------------------------------
     @staticmethod
-    def _datastore(ctx: RunContext) -> PostgresDatastore:
-        if not isinstance(ctx.datastore, PostgresDatastore):
+    def _datastore(ctx: RunContext) -> PostgresSpec:
+        if not isinstance(ctx.datastore, PostgresSpec):
             raise EngineError(f"datastore {ctx.datastore.name!r} is not of type postgres")
         return ctx.datastore
 

@@ -36,7 +36,7 @@ from convoy.engines.postgres.sql import (
     table_name,
 )
 from convoy.observe.progress import Progress
-from convoy.policy.models import PostgresDatastore, SqlTransform
+from convoy.plan.specs import PostgresSpec, SqlTransformSpec
 
 _INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -58,14 +58,14 @@ class TransformSpec:
     params: tuple[str, ...]
 
 
-def find(datastore: PostgresDatastore, name: str) -> SqlTransform:
+def find(datastore: PostgresSpec, name: str) -> SqlTransformSpec:
     for t in datastore.transforms:
         if t.name == name:
             return t
     raise UnknownTransform(name, [t.name for t in datastore.transforms])
 
 
-def compile_spec(t: SqlTransform) -> TransformSpec:
+def compile_spec(t: SqlTransformSpec) -> TransformSpec:
     """Validate identifiers (refusing unsafe ones) and prepare the author SQL."""
     field = f"transforms[{t.name}]"
     where, used = author_expression(t.where or "TRUE", "where", f"{field}.where")

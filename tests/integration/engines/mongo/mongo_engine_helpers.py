@@ -11,6 +11,7 @@ from typing import Any
 from convoy.engines.base import RunContext
 from convoy.engines.mongo import MongoConfig, MongoEngine
 from convoy.engines.mongo.documents import collection_digest
+from convoy.plan.specs import datastore_spec
 from convoy.policy.models import MongoDatastore
 
 FAST = MongoConfig(lock_ttl_s=30.0, lock_wait_s=0.2, lock_poll_s=0.05, progress_interval_s=0.0)
@@ -60,7 +61,7 @@ class MongoSetup:
         return RunContext(
             policy_name="shop",
             run_id=run_id,
-            datastore=self.datastore(**datastore),
+            datastore=datastore_spec(self.datastore(**datastore)),
             base_dir=self.base_dir,
             data_interval_start=interval[0] if interval else None,
             data_interval_end=interval[1] if interval else None,

@@ -154,20 +154,10 @@ def test_dry_run_counts_and_changes_nothing(mongo: MongoSetup) -> None:
 @pytest.mark.parametrize(
     ("spec", "error", "text"),
     [
-        ({**INC, "filter": {"$where": "this.n > 1"}}, InvalidMongoSpec, "JavaScript"),
-        (
-            {
-                **INC,
-                "update": [{"$set": {"x": {"$function": {"body": "f", "args": [], "lang": "js"}}}}],
-            },
-            InvalidMongoSpec,
-            "JavaScript",
-        ),
-        ({**INC, "update": {"$sett": {"n": 1}}}, InvalidMongoSpec, "unknown update operator"),
-        ({**INC, "update": {"n": 1}}, InvalidMongoSpec, "not an update operator"),
-        ({**INC, "update": [{"$lookup": {}}]}, InvalidMongoSpec, "not allowed"),
+        # JavaScript, unknown operators and stages are refused when the policy loads
+        # (tests/unit/policy); the engine refuses what only it knows about.
         ({**INC, "update": {"$set": {"_convoy_x": 1}}}, InvalidMongoSpec, "reserves"),
-        ({**INC, "filter": {"at": "{{ ds }}"}}, InvalidMongoSpec, "not supported"),
+        ({**INC, "filter": {"at": "{{ ds }}"}}, InvalidMongoSpec, "must be the whole value"),
         ({**INC, "collection": "nope"}, UnknownCollection, "does not exist"),
         ({**INC, "collection": "convoy_changelog"}, UnsafeCollectionName, "reserved"),
         ({**INC, "collection": "a$b"}, UnsafeCollectionName, r"\$"),

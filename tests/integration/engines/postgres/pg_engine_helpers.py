@@ -16,6 +16,7 @@ from psycopg import sql
 from convoy.engines.base import RunContext
 from convoy.engines.postgres import PostgresConfig, PostgresEngine
 from convoy.engines.postgres.backup import find_pg_tool
+from convoy.plan.specs import datastore_spec
 from convoy.policy.models import PostgresDatastore
 
 
@@ -64,7 +65,7 @@ class PgDb:
         return RunContext(
             policy_name="shop",
             run_id=run_id,
-            datastore=datastore or self.datastore(),
+            datastore=datastore_spec(datastore or self.datastore()),
             base_dir=self.base_dir,
             data_interval_start=start,
             data_interval_end=end,

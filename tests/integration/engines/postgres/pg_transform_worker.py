@@ -11,6 +11,7 @@ from pathlib import Path
 
 from convoy.engines.base import RunContext
 from convoy.engines.postgres import PostgresConfig, PostgresEngine
+from convoy.plan.specs import datastore_spec
 from convoy.policy.models import PostgresDatastore
 
 TRANSFORM = {
@@ -37,7 +38,7 @@ def main(conninfo: str, run_id: str, batch_size: int, rate: float) -> None:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    ctx = RunContext("shop", run_id, datastore(batch_size), Path.cwd(), log=log)
+    ctx = RunContext("shop", run_id, datastore_spec(datastore(batch_size)), Path.cwd(), log=log)
     config = PostgresConfig(progress_interval_s=0, max_rows_per_s=rate or None)
     result = PostgresEngine(conninfo, config).transform(ctx, "count-once")
     print(f"RESULT rows_done={result.rows_done} resumed_from={result.resumed_from}", flush=True)
