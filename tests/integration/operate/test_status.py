@@ -199,3 +199,17 @@ def test_a_missing_workload_is_degraded(kube: Any, orders_db: str, tmp_path: Pat
     assert code == 5
     assert "cart: degraded  (Deployment/cartservice, missing)" in out
     assert "Deployment shop/cartservice not found" in out
+
+
+def test_a_cluster_identity_without_list_is_unknown_in_one_line(
+    kube: Any, orders_db: str, tmp_path: Path
+) -> None:
+    loaded = successful_run(kube, orders_db, tmp_path)
+    kube.forbid("list", "deployments")
+    code, out, err = cli("status", str(loaded.path))
+    assert code == 6, out + err
+    assert "cart: unknown" in out
+    line = next(x for x in out.splitlines() if "cannot read the cluster" in x)
+    assert "list" in line
+    assert "deployments" in line
+    assert "orders (postgres): in sync" in out
