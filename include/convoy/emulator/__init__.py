@@ -25,6 +25,15 @@ time; ``code`` ``"200"``/``"500"``) and the histogram
 ``500``; ``-latency`` makes p99 about 2 s instead of about 50 ms. Both markers
 leave readiness alone and combine with the suffixes above.
 
+Canary primitives: a Deployment with ``spec.paused`` creates and deletes no
+pods (Progressing ``Unknown``/``DeploymentPaused``, no progress deadline); a
+StatefulSet updates only ordinals at or above
+``spec.updateStrategy.rollingUpdate.partition``, highest first. ``kubectl``
+works against it (tests/integration/emulator/test_kubectl_conformance.py):
+``get`` receives server-side ``meta.k8s.io/v1`` Tables
+(:mod:`convoy.emulator.tables`), ``rollout status/pause/resume/undo/history``
+and ``set image --dry-run=server`` behave as on a cluster.
+
 Faults and authorization: :meth:`EmulatedCluster.inject_conflicts`,
 :meth:`EmulatedCluster.inject_errors`, :meth:`EmulatedCluster.forbid` (one
 resource or one object, at once or after some requests). Every request is
