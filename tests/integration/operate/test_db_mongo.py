@@ -34,6 +34,13 @@ def migrated(client: Any, root: Path, run_id: str = "run-1") -> LoadedPolicy:
     return loaded
 
 
+def digest(client: Any) -> dict[str, Any]:
+    from convoy.engines.mongo.documents import collection_digest
+
+    db = client[MONGO["database"]]
+    return {n: collection_digest(db, n) for n in sorted(db.list_collection_names())}
+
+
 def db_info(loaded: LoadedPolicy) -> list[tuple[str, str]]:
     code, out, err = cli("db", "info", str(loaded.path), "catalog", "--json")
     assert code == 0, err
@@ -152,3 +159,21 @@ def test_backups_and_prune(airflow_db: None, catalog_mongo: Any, tmp_path: Path)
     # the newest run still reverts from what was kept
     engine(catalog_mongo).revert(c)
     assert db_info(loaded)[-1] == ("3", "reverted")
+
+
+def test_status_of_a_mongo_datastore(kube: Any, catalog_mongo: Any, tmp_path: Path) -> None:
+    from operate_helpers import rollout
+
+    loaded = migrated(catalog_mongo, tmp_path)
+    kube.seed_from_policy(loaded.policy)
+    rollout(kube, loaded, "run-1")
+    before = digest(catalog_mongo)
+    code, out, err = cli("status", str(loaded.path))
+    assert code == 0, out + err
+    assert "catalog (mongo): in sync" in out
+    assert "versions: applied 1,2, pending -, failed -, reverted -" in out
+    (tmp_path / "migrations" / "catalog" / "V3__more.py").write_text("def up(db):\n    pass\n")
+    code, out, _ = cli("status", str(loaded.path), "--json")
+    catalog = json.loads(out)["datastores"][0]
+    assert (code, catalog["verdict"], catalog["pending"]) == (3, "pending", ["3"])
+    assert digest(catalog_mongo) == before  # read only: every collection, convoy's own too
