@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,11 @@ def _relation_size(conn: Conn, schema: str, table: str) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+def _total(sizes: Iterable[int | None]) -> int | None:
+    known = [s for s in sizes if s is not None]
+    return sum(known) if known else None
+
+
 def _file_size(location: str) -> int | None:
     try:
         return os.stat(location).st_size
@@ -208,7 +213,7 @@ def backups(conn: Conn, cfg: PostgresConfig, datastore: str) -> list[BackupRun]:
                     "undo",
                     f"{bs}.{table}",
                     f"{src_schema}.{src_table} ({transform})",
-                    _relation_size(conn, bs, table),
+                    _total(_relation_size(conn, bs, t) for t in (table, f"{table}_r")),
                     reverted,
                 )
             )
@@ -309,11 +314,14 @@ def prune(
                     for item in run.items:
                         if item.kind in ("snapshot", "undo", "audit"):
                             schema, _, table = item.name.partition(".")
-                            conn.execute(
-                                sql.SQL("DROP TABLE IF EXISTS {}").format(
-                                    sql.Identifier(schema, table)
+                            # an undo table's unpacked entries (left by a revert) go with it
+                            extra = [f"{table}_r"] if item.kind == "undo" else []
+                            for name in (table, *extra):
+                                conn.execute(
+                                    sql.SQL("DROP TABLE IF EXISTS {}").format(
+                                        sql.Identifier(schema, name)
+                                    )
                                 )
-                            )
                     for registry in ("manifest", "undo_log"):
                         if _exists(conn, cfg.backup_schema, registry):
                             conn.execute(

@@ -263,3 +263,11 @@ def test_backups_list_and_prune_keep_the_newest_and_unfinished_runs(
     assert all(t.startswith(("u_", "a_")) or "__public__orders" in t for t in gone)
     # what was kept still reverts: run-3's rollback works after the prune
     engine.revert(ctx(loaded, "orders", "run-3"))
+    # the revert left run-3's unpacked before-images (u_..._r): pruned with the run
+    assert any(t.endswith("_r") for t in tables(orders_db))
+    code, out, err = cli(
+        "db", "backups", str(loaded.path), "--prune", "--older-than", "0s", "--yes"
+    )
+    assert code == 0, err
+    assert "run run-3" in out
+    assert not any(t.startswith("u_") for t in tables(orders_db))
