@@ -3,7 +3,8 @@ Prometheus scraping the emulator's ``/metrics`` and the embedded PostgreSQL.
 
 One policy, four services in three waves and the orders database migrated and
 back-filled after the first wave. Every service is analysed after its rollout
-(``rollout.analysis``); cart rolls out as a canary (one pod, then an
+(``rollout.analysis``) and again after its whole wave rolled out
+(``rollout.waveAnalysis``); cart rolls out as a canary (one pod, then an
 analysis, then the rest).
 
 - cart's new image ends in ``-errors`` (the emulator answers 20 % of its
@@ -66,7 +67,12 @@ def _policy(name: str, cart_image: str) -> dict[str, Any]:
                 "inconclusiveLimit": 0,
             }
         ],
-        "rollout": {"maxParallel": 2, "progressDeadlineSeconds": 30, "analysis": ["error-rate"]},
+        "rollout": {
+            "maxParallel": 2,
+            "progressDeadlineSeconds": 30,
+            "analysis": ["error-rate"],
+            "waveAnalysis": ["error-rate"],
+        },
         "services": [
             {"name": "redis", "workload": {"kind": "StatefulSet", "name": "redis-cart"},
              "containers": {"redis": f"{registry}/redis:2.4.0"}},
@@ -174,8 +180,13 @@ def test_errors_image_fails_its_canary_analysis_and_everything_is_rolled_back(
     assert run.state == "failed", got
     assert got["wave_0.rollout_redis"] == "success"
     assert got["wave_0.rollout_currency"] == "success"
+    assert got["wave_0.analysis"] == "success"
+    assert sorted(
+        (r["service"], r["where"], r["phase"]) for r in _xcom(run, "wave_0.analysis", "analysis")
+    ) == [("currency", "wave 0", "successful"), ("redis", "wave 0", "successful")]
     assert got["datastore_orders.migrate"] == "success"
     assert got["wave_1.rollout_cart"] == "failed"
+    assert got["wave_1.analysis"] == "upstream_failed"
     # Nothing after the failed analysis starts.
     assert got["wave_2.rollout_checkout"] == "upstream_failed"
     assert cluster.images("Deployment", NS, "checkoutservice") == seeded["checkout"]
@@ -246,6 +257,12 @@ def test_healthy_images_pass_every_analysis(
         "cart": [("canary step 2", "successful"), ("after rollout", "successful")],
         "checkout": [("after rollout", "successful")],
     }
+    for wave, services in enumerate([["redis", "currency"], ["cart"], ["checkout"]]):
+        assert got[f"wave_{wave}.analysis"] == "success"
+        runs = _xcom(run, f"wave_{wave}.analysis", "analysis")
+        assert sorted((r["service"], r["where"], r["phase"]) for r in runs) == [
+            (s, f"wave {wave}", "successful") for s in sorted(services)
+        ]
     steps = _xcom(run, "wave_1.rollout_cart", "canary")
     assert steps[0]["updated"] == 1
     assert cluster.get_workload("Deployment", NS, "cartservice")["spec"].get("paused") in (

@@ -46,12 +46,45 @@ def rollout_kwargs(policy: Policy, service: str) -> dict[str, Any]:
     return {"verify": dict(FROM_RUN_RECORD)} if verify_kwargs(policy, service) else {}
 
 
+class VerifiedInPods(ValueError):
+    """Canary steps and analyses run in-process (``execution: local``), not in rollout pods."""
+
+
+def refuse_in_pods(policy: Policy, service: str) -> None:
+    """Raise :class:`VerifiedInPods` for a verified step of a DAG whose rollouts run in pods.
+
+    A rollout pod has no Airflow connection to reach the metrics provider with,
+    and the worker has no Role on the workloads (docs/rollout.md, "Execution
+    modes"): rather than rolling out unverified, the DAG is not built.
+    """
+    if verify_kwargs(policy, service) or policy.rollout.wave_analysis:
+        raise VerifiedInPods(
+            f"service {service}: canary steps and analyses run with execution: local; "
+            "rollout pods (execution: kubernetes) cannot reach the metrics provider yet "
+            "(docs/rollout.md)"
+        )
+
+
+def _task_helper(name: str) -> Any:
+    """A task-runtime helper (``run_record``, ``kube_api_client``) wherever the runtime keeps it."""
+    import importlib
+
+    for module in (
+        "convoy.airflow.preflight",
+        "convoy.airflow.local_rollout",
+        "convoy.airflow.runtime",
+    ):
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    raise AttributeError(f"no task helper {name}")
+
+
 def _run_record(context: Mapping[str, Any]) -> Any:
-    try:
-        from convoy.airflow.preflight import run_record  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from convoy.airflow.runtime import run_record  # type: ignore[attr-defined,unused-ignore,no-redef]
-    return run_record(context)
+    return _task_helper("run_record")(context)
 
 
 def frozen_verify(
@@ -200,10 +233,76 @@ def failed_analyses(context: Mapping[str, Any], failed_tasks: list[str]) -> list
     ti = context.get("ti") or context.get("task_instance")
     out: list[str] = []
     for task_id in failed_tasks:
-        if ti is None or ".rollout_" not in f".{task_id}":
+        if ti is None or not (".rollout_" in f".{task_id}" or task_id.endswith(f".{WAVE_TASK_ID}")):
             continue
         try:
             out += failure_lines(ti.xcom_pull(task_ids=task_id, key=ANALYSIS_KEY))
         except Exception:
             log.debug("analysis of %s not readable", task_id, exc_info=True)
     return out
+
+
+#: Task id (in the wave's group) of ``rollout.waveAnalysis``.
+WAVE_TASK_ID = "analysis"
+
+
+def wave_analysis(
+    *, wave: int, conn_id: str, in_cluster: bool, **context: Any
+) -> list[dict[str, Any]]:
+    """``rollout.waveAnalysis`` after every rollout of wave ``wave``: each template, per service.
+
+    The wave proves itself as a whole: once the last of its services rolled
+    out, every template is measured again for each service of the wave (with
+    that service's variables, ``where`` = ``wave N``). The first failed or
+    inconclusive analysis fails the task at once (not retried) and the rollback
+    runs; a dry run measures each once and never fails. The runs are pushed as
+    XCom ``analysis``.
+    """
+    from convoy.rollout.analysis import AnalysisSpec, Analyzer, require
+    from convoy.rollout.canary import VerifiedRollout
+    from convoy.rollout.runner import RolloutRunner, Target
+
+    frozen = _run_record(context)
+    spec = dict(getattr(frozen, "wave_verify", {}) or {})
+    steps = [s for w in frozen.plan.waves if w.index == wave for s in w.steps]
+    ti = context["ti"]
+    if not spec or not steps:
+        log.info("wave %d: no wave analysis to run", wave)
+        return []
+    dry_run = bool(frozen.dry_run)
+    templates = {n: AnalysisSpec.from_dict(d) for n, d in spec.get("templates", {}).items()}
+    runner = RolloutRunner(_task_helper("kube_api_client")(conn_id, in_cluster), log=log.info)
+    analyzer = Analyzer(providers(spec.get("templates", {})), log=log.info)
+    policy = str(getattr(ti, "dag_id", "") or frozen.policy_name)
+
+    def push() -> None:
+        try:
+            ti.xcom_push(key=ANALYSIS_KEY, value=[r.to_dict() for r in analyzer.runs])
+        except Exception:
+            log.warning("could not push the analysis of wave %d", wave, exc_info=True)
+
+    def measured(run: Any, measurement: Any) -> None:
+        push()
+        if measurement.value is not None:
+            metrics.value(policy, run.service, run.template, float(measurement.value))
+        metrics.measurement(policy, run.service, run.template, measurement.verdict)
+
+    analyzer.on_measurement = measured
+    verified = VerifiedRollout(runner, analyzer)
+    try:
+        for step in steps:
+            target = Target(step.namespace, step.kind, step.workload, dict(step.containers))
+            obj = runner._get(target.ref)
+            values = verified.query_values(step.service, target, obj)
+            for name in spec.get("analyses", []):
+                if name not in templates:
+                    continue
+                run = analyzer.run(templates[name], values, service=step.service,
+                                   where=f"wave {wave}", dry_run=dry_run)  # fmt: skip
+                require(run, analyzer.runs)
+    finally:
+        push()
+        for run in analyzer.runs:
+            if run.phase != "running" and not run.dry_run:
+                metrics.finished(policy, run.service, run.template, run.phase)
+    return [r.to_dict() for r in analyzer.runs]

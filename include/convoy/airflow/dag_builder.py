@@ -153,10 +153,12 @@ class _Builder:
         self.datastore_ids: list[str] = []
         self.group_ids: dict[str, list[str]] = {}
         self.mapped_ids: list[str] = []
+        self.wave_analysis_ids: list[str] = []
 
     # -- forward path ------------------------------------------------------------
     def rollout_task(self, step: RolloutStep) -> Task:
         if self.mode == "kubernetes":
+            analysis.refuse_in_pods(self.loaded.policy, step.service)
             pod = pods.rollout_pod(self.plan, self.settings, step)
             pod.outlets = assets.workload_assets(step)
             return pod
@@ -282,10 +284,32 @@ class _Builder:
                     for d in step.depends_on:
                         open_ends.pop(d, None)
                     open_ends[step.service] = task
+                checked = self.wave_analysis_task(wave.index)
+            if checked is not None:  # rollout.waveAnalysis: the wave proves itself first
+                close([checked])
+                barrier_wave = wave.index + 1
             if groups := phases(wave.index):
                 close(groups)
                 barrier_wave = wave.index + 1
         return list(open_ends.values()) or barrier
+
+    def wave_analysis_task(self, wave: int) -> Task | None:
+        """``wave_<n>.analysis`` (``rollout.waveAnalysis``): later waves and phases follow it."""
+        if not self.loaded.policy.rollout.wave_analysis:
+            return None
+        task = PythonOperator(
+            task_id=analysis.WAVE_TASK_ID,
+            python_callable=analysis.wave_analysis,
+            op_kwargs={
+                "wave": wave,
+                "conn_id": self.settings.conn_id,
+                "in_cluster": self.settings.in_cluster,
+            },
+            trigger_rule="none_failed",
+            retries=0,
+        )
+        self.wave_analysis_ids.append(task.task_id)
+        return task
 
     # -- rollback ------------------------------------------------------------------
     def revert_images_task(self, undo: RevertImagesStep) -> Task:
@@ -310,7 +334,7 @@ class _Builder:
 
     def rollback(self) -> tuple[list[Any], list[str]]:
         """The rollback group; returns its last tasks and every revert task id."""
-        watched = [*self.apply_ids.values(), *self.datastore_ids]
+        watched = [*self.apply_ids.values(), *self.datastore_ids, *self.wave_analysis_ids]
         ids: list[str] = []
         with TaskGroup(config.ROLLBACK_GROUP):
             gate = PythonOperator(
@@ -437,7 +461,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
             )
             preflight >> first
         last = builder.forward(first)
-        steps = [*builder.apply_ids.values(), *builder.datastore_ids]
+        steps = [*builder.apply_ids.values(), *builder.datastore_ids, *builder.wave_analysis_ids]
         reverts: list[str] = []
         if plan.rollback_automatic:
             rollback_last, reverts = builder.rollback()

@@ -399,6 +399,10 @@ class VerifiedRollout:
             record["phase"] = analysis
         self.steps.append(record)
 
+    def query_values(self, service: str, target: Target, obj: Mapping[str, Any]) -> dict[str, str]:
+        """The template variables of ``service`` (``obj``: its workload as read now)."""
+        return self._values(service, target, obj)
+
     def _values(self, service: str, target: Target, obj: Mapping[str, Any]) -> dict[str, str]:
         return query_values(
             service=service,
