@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from convoy.ui.analysis import ANALYSIS_KEY
 from convoy.ui.runs import PROGRESS_KEY, RunRecord, TaskRecord, task_key
 
 
@@ -48,17 +49,17 @@ def fetch_runs(dag_ids: Iterable[str], *, limit: int = 5) -> dict[str, list[RunR
             for run_id, task_id, map_index, state, start, end in rows:
                 tasks[run_id].append(TaskRecord(task_id, _state(state), int(map_index), start, end))
             progress: dict[str, dict[str, Any]] = {rid: {} for rid in run_ids}
+            analysis: dict[str, dict[str, Any]] = {rid: {} for rid in run_ids}
             xcoms = session.scalars(
                 select(XComModel).where(
                     XComModel.dag_id == dag_id,
                     XComModel.run_id.in_(run_ids),
-                    XComModel.key == PROGRESS_KEY,
+                    XComModel.key.in_([PROGRESS_KEY, ANALYSIS_KEY]),
                 )
             ).all()
             for x in xcoms:
-                progress[x.run_id][task_key(x.task_id, x.map_index)] = XComModel.deserialize_value(
-                    x
-                )
+                found = progress if x.key == PROGRESS_KEY else analysis
+                found[x.run_id][task_key(x.task_id, x.map_index)] = XComModel.deserialize_value(x)
             result[dag_id] = [
                 RunRecord(
                     dag_id=dag_id,
@@ -69,6 +70,7 @@ def fetch_runs(dag_ids: Iterable[str], *, limit: int = 5) -> dict[str, list[RunR
                     end=r.end_date,
                     tasks=tuple(sorted(tasks[r.run_id], key=lambda t: (t.task_id, t.map_index))),
                     progress=progress[r.run_id],
+                    analysis=analysis[r.run_id],
                 )
                 for r in runs
             ]

@@ -107,6 +107,7 @@ def _run(run: RunView, now: dt.datetime, airflow_root: str) -> dict[str, Any]:
         "duration": format_duration(duration) if duration is not None else "-",
         "services": list(run.services),
         "datastores": list(run.datastores),
+        "analyses": list(run.analyses),
         "report_url": run.report_url or "",
     }
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convoy.observe.progress import format_duration
+from convoy.ui.analysis import analysis_chips
 
 PROGRESS_KEY = "progress"
 ROLLOUT_PREFIX = "rollout_"
@@ -68,6 +69,8 @@ class RunRecord:
     tasks: tuple[TaskRecord, ...] = ()
     #: :func:`task_key` -> the task's ``progress`` XCom value
     progress: Mapping[str, Any] = field(default_factory=dict)
+    #: :func:`task_key` -> the task's ``analysis`` XCom value (verified steps)
+    analysis: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class RunView:
     report_url: str | None = None
     #: ``awaiting approval`` / ``approved`` / ``not approved``; ``None``: no gate.
     approval: str | None = None
+    #: ``(label, state class)`` per analysis: phase, verdict, latest value.
+    analyses: tuple[tuple[str, str], ...] = ()
 
     @property
     def running(self) -> bool:
@@ -163,6 +168,7 @@ class RunView:
             "task_progress": [p.to_dict() for p in self.task_progress],
             "report_url": self.report_url,
             "approval": self.approval,
+            "analyses": [label for label, _ in self.analyses],
         }
 
 
@@ -332,4 +338,5 @@ def summarize_run(
         task_progress=task_progress,
         report_url=report_url,
         approval=approval_status(run.tasks),
+        analyses=analysis_chips(run.analysis),
     )
