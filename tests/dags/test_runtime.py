@@ -217,3 +217,33 @@ def test_revert_retry_delay_knob(monkeypatch: pytest.MonkeyPatch) -> None:
         "retry_delay": dt.timedelta(0),
         "retry_exponential_backoff": False,
     }
+
+
+def test_the_run_record_is_stored_encrypted_with_the_fernet_key(
+    write_policy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.models.crypto import get_fernet
+    from cryptography.fernet import Fernet
+
+    secret = "Tk-where-literal-do-not-store"
+    orders = {
+        "name": "orders", "type": "postgres", "connId": "orders_db", "after": [],
+        "transforms": [{"name": "t", "table": "public.orders", "key": "id",
+                        "where": f"note <> '{secret}'", "set": {"status": "'open'"}}],
+    }  # fmt: skip
+    path = write_policy("sealed.yaml", policy_dict("sealed", datastores=[orders]))
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
+    get_fernet.cache_clear()
+    try:
+        ti = FakeTI("preflight")
+        chosen = preflight_task.preflight(
+            policy_path=str(path), digest=build_plan(load_policy(path)).digest, ti=ti
+        )
+        stored = ti.xcom_pull(task_ids="preflight", key=preflight_task.RECORD_KEY)
+        assert set(stored) == {"digest", "sealed"}
+        assert secret not in str(stored)
+        ti.set_xcom("preflight:return_value", chosen)
+        frozen = preflight_task.run_record({"ti": ti})
+        assert frozen.datastore("orders").spec.transforms[0].where == f"note <> '{secret}'"
+    finally:
+        get_fernet.cache_clear()

@@ -378,7 +378,9 @@ def runtime_assets(task: Any, result: Mapping[str, Any], ti: Any) -> list[Any]:
     from convoy.plan.specs import PostgresSpec
 
     record = record_from_json(
-        ti.xcom_pull(task_ids=config.PREFLIGHT, key=preflight_task.RECORD_KEY)
+        preflight_task.unseal(
+            ti.xcom_pull(task_ids=config.PREFLIGHT, key=preflight_task.RECORD_KEY)
+        )
     )
     frozen = record.datastore(str(kwargs["datastore"]))
     ds = frozen.spec

@@ -7,6 +7,7 @@ executes its step from it, never from the policy file as it is now.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,7 +89,7 @@ def _freeze(loaded: Any, plan: Any, digest: str, chosen: Mapping[str, Any]) -> R
 def _with_record(
     context: Mapping[str, Any], chosen: dict[str, Any], frozen: RunRecord
 ) -> dict[str, Any]:
-    context["ti"].xcom_push(key=RECORD_KEY, value=frozen.to_dict())
+    context["ti"].xcom_push(key=RECORD_KEY, value=seal(frozen.to_dict()))
     files = sum(len(ds.migrations) for ds in frozen.datastores)
     log.info(
         "run record %s: plan %s, %d datastore(s), %d migration file(s) frozen; later tasks "
@@ -106,9 +107,41 @@ def run_record(context: Mapping[str, Any]) -> RunRecord:
     chosen = selection(context)
     value = context["ti"].xcom_pull(task_ids=config.PREFLIGHT, key=RECORD_KEY)
     try:
-        return record_from_json(value, expected_digest=str(chosen.get("record") or "") or None)
+        return record_from_json(
+            unseal(value), expected_digest=str(chosen.get("record") or "") or None
+        )
     except RecordError as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+def seal(data: dict[str, Any]) -> dict[str, Any]:
+    """The record as stored in XCom: encrypted with Airflow's Fernet key, its digest in clear.
+
+    The record holds the policy's expressions (``where``, ``set``, filters),
+    which may carry literals nobody should read in the metadata database; they
+    are kept as Airflow keeps connection passwords. Without a Fernet key
+    (Airflow then stores connections in clear too) the record is stored as is.
+    """
+    from airflow.models.crypto import get_fernet
+
+    fernet = get_fernet()
+    if not getattr(fernet, "is_encrypted", False):
+        log.warning("no Fernet key configured: the run record is stored in XCom unencrypted")
+        return data
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return {"digest": data["digest"], "sealed": fernet.encrypt(text.encode()).decode()}
+
+
+def unseal(value: Any) -> Any:
+    """The record's JSON from its XCom value (:func:`seal`); other values as they are."""
+    if not (isinstance(value, Mapping) and "sealed" in value):
+        return value
+    from airflow.models.crypto import get_fernet
+
+    try:
+        return json.loads(get_fernet().decrypt(str(value["sealed"]).encode()))
+    except Exception as exc:
+        raise RecordError(f"the run record cannot be decrypted: {type(exc).__name__}") from exc
 
 
 def log_drift(frozen: RunRecord) -> list[str]:

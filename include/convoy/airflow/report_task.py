@@ -22,6 +22,7 @@ from convoy.airflow.local_rollout import (
     images_to_restore,
     kube_api_client,
     runner_target,
+    step_dict,
 )
 from convoy.airflow.preflight import manual_rollback_of, run_record
 from convoy.airflow.runtime import policy_name
@@ -64,6 +65,14 @@ def report(
     and listed in the run report.
     """
     completed: list[str] = []
+    try:
+        frozen = run_record(context)
+    except Exception:
+        log.warning("no run record (preflight did not finish): reporting from the DAG's arguments")
+    else:
+        # What the run executed, not the DAG as parsed now.
+        targets = {s.service: step_dict(s) for s in frozen.plan.steps}
+        datastore_names = [ds.name for ds in frozen.datastores]
     if datastore_names:
         from convoy.airflow import datastores as datastore_tasks
 
@@ -321,6 +330,8 @@ def _service_facts(
     context: Mapping[str, Any], states: Mapping[str, str | None], services: Mapping[str, str]
 ) -> dict[str, assembly.ServiceFacts]:
     """Each service's apply result, images before, revert result and analyses (XCom)."""
+    from convoy.airflow import analysis
+
     ti = context["ti"]
     facts = {}
     for service, apply_id in services.items():
@@ -332,7 +343,7 @@ def _service_facts(
             result=result or assembly.mapping(ti.xcom_pull(task_ids=apply_id)),
             before=assembly.mapping(ti.xcom_pull(task_ids=apply_id, key=BEFORE_KEY)),
             revert=assembly.mapping(ti.xcom_pull(task_ids=revert_id)),
-            analysis=ti.xcom_pull(task_ids=apply_id, key="analysis"),
+            analysis=analysis.service_runs(ti, apply_id, service),
         )
     return facts
 
