@@ -261,3 +261,48 @@ def test_request_attributes_like_the_api_server(
     method: str, path: str, query: dict[str, str], watch: bool, expected: Attributes
 ) -> None:
     assert request_attributes(RequestRecord(method, path, query, 200, watch)) == expected
+
+
+class _Fixed:
+    """A metrics provider answering one number (the canary's analysis step)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def measure(self, query: str) -> float | None:
+        return self.value
+
+
+def test_canary_steps_need_nothing_beyond_the_role(tmp_path: Path) -> None:
+    """Pause, partition, their revert and the new-pod count: every call allowed by the Role."""
+    from convoy.emulator import EmulatedCluster
+    from convoy.rollout import RolloutRunner, Target
+    from convoy.rollout.analysis import AnalysisFailed, AnalysisSpec, Analyzer
+    from convoy.rollout.canary import VerifiedRollout
+
+    policy = _policy(tmp_path)
+    role = next(o for o in render_rbac(policy) if o["kind"] == "Role")
+    ns = policy.kubernetes.namespace
+    spec = AnalysisSpec(name="errors", provider="fixed", conn_id="c", query="up", min=None,
+                        max=0.05, interval_s=0.0, count=1)  # fmt: skip
+    steps = [{"pods": 1}, {"analysis": "errors"}, {"pods": 2}]
+    with EmulatedCluster(tick_seconds=0.1) as cluster:
+        cluster.seed_from_policy(policy, previous_tag="2.3.0", replicas=3)
+        runner = RolloutRunner(cluster.api_client(), log=lambda _: None, stall_seconds=1.0)
+        for value, name in ((0.0, "cart"), (0.5, "redis")):  # passes / fails at step 2
+            svc = next(s for s in policy.services if s.name == name)
+            target = Target(ns, svc.workload.kind, svc.workload.name, dict(svc.containers))
+            analyzer = Analyzer({("fixed", "c"): _Fixed(value)}, log=lambda _: None)
+            verified = VerifiedRollout(runner, analyzer)
+            try:
+                verified.apply(target, service=name, canary=steps, analyses=[spec],
+                               templates={"errors": spec}, deadline_seconds=30)  # fmt: skip
+            except AnalysisFailed:
+                assert name == "redis"
+            bare = Target(ns, svc.workload.kind, svc.workload.name)
+            runner.revert(bare, deadline_seconds=30)
+        requests = list(cluster.requests)
+    patches = [r for r in requests if r.method == "PATCH"]
+    assert len(patches) >= 5  # images + pause/partition + resume, and the reverts
+    denied = sorted({str(a) for a in map(request_attributes, requests) if not role_allows(role, a)})
+    assert denied == []
