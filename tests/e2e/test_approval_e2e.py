@@ -3,9 +3,10 @@
 A real ``airflow api-server`` (SimpleAuthManager with two users, ``approver``
 and ``bystander``; JWT tokens from ``POST /auth/token``) shares the tests'
 metadata DB with an ``airflow dags test`` subprocess (local execution against
-the emulated cluster). The ``approve`` task parks in ``awaiting_input``; the
-test finds its HITL detail with ``GET /api/v2/dags/<dag>/dagRuns/~/hitlDetails``
-and answers with ``PATCH .../taskInstances/approve/-1/hitlDetails``:
+the emulated cluster). The ``approve`` task parks in ``awaiting_input``; once
+``dags test`` logs that it waits, the test finds its HITL detail with
+``GET /api/v2/dags/<dag>/dagRuns/~/hitlDetails`` and answers with
+``PATCH .../taskInstances/approve/-1/hitlDetails`` (see :func:`wait_for_request`):
 
 - approve -> the run rolls out and succeeds (a non-approver gets 403 first);
 - reject -> the run fails, no workload was patched, the report says rejected;
@@ -192,12 +193,38 @@ def dags_test(
         run.stop()
 
 
+#: What ``airflow dags test`` logs, once per loop pass, while ``approve`` is parked.
+WAITING = "Waiting for Human-in-the-loop input for tasks: ['approve']"
+
+
 def wait_for_request(api: Api, run: DagsTest, timeout: float = 90) -> dict[str, Any]:
-    """The pending HITL detail of the ``approve`` task of this DAG's newest run."""
+    """The pending HITL detail of the ``approve`` task, once ``dags test`` waits for the answer.
+
+    An answer must not be recorded as soon as the detail is visible. The operator
+    writes the detail, then parks the task through the in-process Execution API
+    (``awaiting_input``); only after that does Airflow 3.3.2's ``DAG.test``
+    (``_run_task`` in ``airflow/sdk/definitions/dag.py``) write the state the task
+    runner returned, ``awaiting_input``, back onto the task instance
+    (``ti.set_state(taskrun_result.ti.state)``, which re-reads the row and merges).
+    An answer whose ``PATCH`` lands between the park and that write keeps its
+    response (``response_received``; a second ``PATCH`` gets 409), but its resume
+    (``awaiting_input`` -> ``scheduled``) is overwritten, and with no scheduler
+    nothing resumes the task again: ``dags test`` logs :data:`WAITING` until it is
+    killed. That window holds the task runner's ``finalize`` (listeners), so load
+    widens it. :data:`WAITING` is logged by the next pass of ``DAG.test``'s loop,
+    after the write-back, so an answer after it always resumes the task (as a
+    human answering in the UI does); it also keeps the answer clear of the park
+    itself, whose guard against an earlier answer relies on row locks that SQLite
+    does not take. The write-back is ``DAG.test``'s own: a worker only reports
+    the park to the Execution API.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if run.proc.poll() is not None:
             pytest.fail(f"dags test ended before the approval:\n{run.output()}")
+        if WAITING not in run.output():
+            time.sleep(0.5)
+            continue
         status, body = api.call(
             "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/~/hitlDetails?response_received=false"
         )
@@ -244,13 +271,6 @@ def assert_nothing_changed(
     assert states["outcome"] == "failed"
 
 
-@pytest.mark.xfail(
-    reason="intermittent: after the approval is recorded (the API shows the task scheduled, "
-    "then success in passing runs), `airflow dags test` sometimes keeps logging 'Waiting for "
-    "Human-in-the-loop input' until the timeout; seen on unchanged commits, under load. "
-    "The reject and timeout paths below are unaffected",
-    strict=False,
-)
 def test_approved_run_rolls_out(
     api: Api, cluster: Any, approval_policy: Any, dags_test: Callable[[], DagsTest]
 ) -> None:
