@@ -142,6 +142,7 @@ def worker_old_backup(dsn: str) -> dict[str, Any]:
 def worker_convoy_backup(dsn: str) -> dict[str, Any]:
     from convoy.engines.base import RunContext
     from convoy.engines.postgres import PostgresConfig, PostgresEngine, audit
+    from convoy.plan.specs import datastore_spec
     from convoy.policy.models import PostgresDatastore
 
     ds = PostgresDatastore.model_validate(
@@ -154,7 +155,7 @@ def worker_convoy_backup(dsn: str) -> dict[str, Any]:
         }
     )
     lines: list[str] = []
-    ctx = RunContext("bench", "bench-backup", ds, Path.cwd(), log=lines.append)
+    ctx = RunContext("bench", "bench-backup", datastore_spec(ds), Path.cwd(), log=lines.append)
     engine = PostgresEngine(dsn, PostgresConfig(progress_interval_s=60))
     wall, start = time.time(), time.perf_counter()
     result = engine.backup(ctx)

@@ -67,6 +67,7 @@ def worker_batched(dsn: str, batch_size: int) -> dict[str, Any]:
     from convoy.engines.base import RunContext
     from convoy.engines.postgres import PostgresConfig, PostgresEngine
     from convoy.engines.postgres.transform import TransformRunner
+    from convoy.plan.specs import datastore_spec
     from convoy.policy.models import PostgresDatastore
 
     longest = [0.0]
@@ -97,7 +98,7 @@ def worker_batched(dsn: str, batch_size: int) -> dict[str, Any]:
             ],
         }
     )
-    ctx = RunContext("bench", "bench-run", ds, Path.cwd(), log=lambda line: None)
+    ctx = RunContext("bench", "bench-run", datastore_spec(ds), Path.cwd(), log=lambda line: None)
     engine = PostgresEngine(dsn, PostgresConfig(max_lock_wait_s=None, progress_interval_s=60))
     wall, start = time.time(), time.perf_counter()
     result = engine.transform(ctx, "status")
