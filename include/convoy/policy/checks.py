@@ -88,19 +88,27 @@ def _check_metadata(reporter: Reporter, data: dict[str, Any]) -> None:
 def _check_schedule(reporter: Reporter, schedule: Any, path: FieldPath = ("schedule",)) -> None:
     if not isinstance(schedule, str):
         return
+    presets = ", ".join(AIRFLOW_PRESETS)
+    # ``schedule: null`` means manual runs only; a drift check must have a schedule.
+    if path == ("schedule",):
+        use_preset = f"use a 5-field cron expression, one of {presets}, or null"
+        use_cron = "use cron, an Airflow preset such as @daily, or null"
+    else:
+        use_preset = f"use a 5-field cron expression or one of {presets}"
+        use_cron = "use cron or an Airflow preset such as @daily"
     if schedule.startswith("@"):
         if schedule not in AIRFLOW_PRESETS:
             reporter.error(
                 path,
                 f"unknown schedule preset '{schedule}'{names.suggest(schedule, AIRFLOW_PRESETS)}; "
-                f"use a 5-field cron expression, one of {', '.join(AIRFLOW_PRESETS)}, or null",
+                + use_preset,
             )
         return
     if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
         reporter.error(
             path,
             f"'{schedule}' is not a valid 5-field cron expression (minute hour day-of-month "
-            "month day-of-week); use cron, an Airflow preset such as @daily, or null",
+            f"month day-of-week); {use_cron}",
         )
 
 
