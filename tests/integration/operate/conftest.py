@@ -4,7 +4,8 @@ Connections go through Airflow as the commands' users have them: an
 ``AIRFLOW_CONN_KUBERNETES_DEFAULT`` pointing at the emulated cluster, an
 ``AIRFLOW_CONN_ORDERS_DB`` URI of a fresh database on the embedded
 PostgreSQL, and for MongoDB ``CONVOY_MONGO_CLIENT_FACTORY`` naming
-:func:`operate_helpers.mongo_client` (mongomock, or ``MONGO_URI``'s server).
+:func:`operate_helpers.mongo_client` (mongomock, and ``MONGO_URI``'s server in the
+``mongo_server`` lane).
 """
 
 from __future__ import annotations
@@ -58,10 +59,27 @@ def orders_db(postgres_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def catalog_mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The client ``catalog_mongo`` resolves to; the test database is dropped after."""
-    client = operate_helpers.open_mongo()
+@pytest.fixture(
+    params=[
+        "mongomock",
+        pytest.param(
+            "server",
+            marks=[
+                pytest.mark.mongo_server,
+                pytest.mark.skipif(
+                    not os.environ.get("MONGO_URI"), reason="needs a real MongoDB: set MONGO_URI"
+                ),
+            ],
+        ),
+    ]
+)
+def catalog_mongo(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The client ``catalog_mongo`` resolves to; the test database is dropped after.
+
+    Every test using it runs twice: on mongomock, and (marked ``mongo_server``,
+    skipped without ``MONGO_URI``) on the real server of the opt-in lane.
+    """
+    client = operate_helpers.open_mongo(request.param)
     operate_helpers.MONGO["client"] = client
     monkeypatch.setenv("CONVOY_MONGO_CLIENT_FACTORY", "operate_helpers:mongo_client")
     database = f"convoy_op_{uuid.uuid4().hex[:8]}"

@@ -33,12 +33,12 @@ MONGO_MIGRATIONS = {
 }
 
 
-def open_mongo() -> Any:
-    uri = os.environ.get("MONGO_URI")
-    if uri:
+def open_mongo(backend: str = "mongomock") -> Any:
+    """A client of ``backend``: ``mongomock``, or ``server`` (the one ``MONGO_URI`` names)."""
+    if backend == "server":
         import pymongo
 
-        return pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+        return pymongo.MongoClient(os.environ["MONGO_URI"], serverSelectionTimeoutMS=5000)
     import mongomock
 
     return mongomock.MongoClient()

@@ -1,7 +1,8 @@
-"""``convoy db ...`` and ``convoy status`` on MongoDB: mongomock, or the server of ``MONGO_URI``.
+"""``convoy db ...`` and ``convoy status`` on MongoDB: mongomock, and the server of ``MONGO_URI``.
 
-``MONGO_URI=mongodb://localhost:27017 .venv/bin/pytest tests/integration/operate/test_db_mongo.py``
-runs the same tests against a real server.
+Each test runs on mongomock and, marked ``mongo_server`` (skipped without
+``MONGO_URI``), on a real server: the README's real-Mongo lane,
+``MONGO_URI=mongodb://localhost:27017 .venv/bin/pytest -m mongo_server tests/integration/operate``.
 """
 
 from __future__ import annotations
