@@ -228,6 +228,7 @@ def test_errors_image_fails_its_canary_analysis_and_everything_is_rolled_back(
     assert f"{measurement['value']:.6g}" in md
     assert "| fail |" in md
     assert "`redis`: error-rate after rollout: **successful**" in md
+    assert "`redis`: error-rate wave 0: **successful**" in md
     assert "Analyses" in html
     assert f"{measurement['value']:.6g}" in html
 
@@ -271,6 +272,8 @@ def test_healthy_images_pass_every_analysis(
     )
     md, html = _report(tmp_path, "verified-healthy")
     assert md.count("after rollout: **successful**") == 4
+    assert md.count(": error-rate wave ") == 4
+    assert "`checkout`: error-rate wave 2: **successful**" in md
     assert "`cart`: error-rate canary step 2 (1/3 pods updated): **successful**" in md
     assert "| pass |" in md
     assert "fail" not in md.split("## Analyses")[1]

@@ -306,3 +306,15 @@ def wave_analysis(
             if run.phase != "running" and not run.dry_run:
                 metrics.finished(policy, run.service, run.template, run.phase)
     return [r.to_dict() for r in analyzer.runs]
+
+
+def service_runs(ti: Any, apply_id: str, service: str) -> list[Any]:
+    """A service's analyses for the report: its rollout task's, then its wave analysis's."""
+    runs = ti.xcom_pull(task_ids=apply_id, key=ANALYSIS_KEY)
+    found = list(runs) if isinstance(runs, list) else []
+    group = apply_id.rpartition(".")[0]
+    if group:
+        wave = ti.xcom_pull(task_ids=f"{group}.{WAVE_TASK_ID}", key=ANALYSIS_KEY)
+        if isinstance(wave, list):
+            found += [r for r in wave if isinstance(r, Mapping) and r.get("service") == service]
+    return found
