@@ -80,7 +80,13 @@ class KubernetesSettings(_Model):
 
 class RolloutSettings(_Model):
     max_parallel: StrictInt = Field(
-        4, ge=1, le=64, description="Services updated at once in a wave."
+        4,
+        ge=1,
+        le=64,
+        description=(
+            "Tasks of a run at once (the DAG's max_active_tasks): a service starts as soon "
+            "as its dependencies are done and a slot is free."
+        ),
     )
     progress_deadline_seconds: StrictInt = Field(
         600, ge=10, le=86_400, description="Time a service may take to become ready."
