@@ -105,12 +105,52 @@ def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_render_rbac(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from convoy.rollout.rbac import render_rbac_yaml
+def _status_subjects(args: argparse.Namespace) -> list[dict[str, str]]:
+    """The RoleBinding subjects of ``render rbac --status`` (kubectl's option forms)."""
+    from convoy.policy import names
 
+    subjects: list[dict[str, str]] = []
+    for value in args.serviceaccount or ():
+        namespace, sep, name = value.partition(":")
+        if not sep:
+            raise UsageError(
+                f"--serviceaccount {value!r}: expected NAMESPACE:NAME, e.g. "
+                "convoy:convoy-airflow-worker"
+            )
+        problem = names.dns_label(namespace, "--serviceaccount namespace") or names.dns_subdomain(
+            name, "--serviceaccount name"
+        )
+        if problem:
+            raise UsageError(problem)
+        subjects.append({"kind": "ServiceAccount", "name": name, "namespace": namespace})
+    for kind, values in (("User", args.user), ("Group", args.group)):
+        for value in values or ():
+            if not value.strip():
+                raise UsageError(f"--{kind.lower()}: empty name")
+            subjects.append({"kind": kind, "name": value})
+    return subjects
+
+
+def cmd_render_rbac(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from convoy.rollout.rbac import render_rbac_yaml, render_status_rbac_yaml
+
+    subjects = _status_subjects(args)
+    if subjects and not args.status:
+        raise UsageError(
+            "--serviceaccount, --user and --group need --status (the runner's Role is bound "
+            "to the policy's kubernetes.serviceAccount)"
+        )
     loaded = _load_one(args.policy)
     _print_warnings(loaded, err)
-    print(redact(render_rbac_yaml(loaded.policy)), file=out, end="")
+    if args.status:
+        text = (
+            render_status_rbac_yaml(loaded.policy, subjects)
+            if subjects
+            else render_status_rbac_yaml(loaded.policy)
+        )
+    else:
+        text = render_rbac_yaml(loaded.policy)
+    print(redact(text), file=out, end="")
     return EXIT_OK
 
 
@@ -179,8 +219,31 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="render Kubernetes manifests for a policy")
     render_sub = render.add_subparsers(dest="what", parser_class=_Parser, metavar="WHAT")
     render_sub.required = True
-    rbac = render_sub.add_parser("rbac", help="least-privilege RBAC for the rollout runner")
+    rbac = render_sub.add_parser(
+        "rbac",
+        help="least-privilege RBAC for the rollout runner (--status: for convoy status "
+        "and the drift check)",
+    )
     rbac.add_argument("policy", metavar="POLICY")
+    rbac.add_argument(
+        "--status",
+        action="store_true",
+        help="the read-only Role and RoleBinding of `convoy status` and driftCheck instead "
+        "(list of the policy's workload kinds in its namespace)",
+    )
+    rbac.add_argument(
+        "--serviceaccount",
+        action="append",
+        metavar="NAMESPACE:NAME",
+        help="with --status: bind this ServiceAccount (repeatable; default: the Airflow "
+        "workers', convoy:convoy-airflow-worker)",
+    )
+    rbac.add_argument(
+        "--user", action="append", metavar="NAME", help="with --status: bind this user"
+    )
+    rbac.add_argument(
+        "--group", action="append", metavar="NAME", help="with --status: bind this group"
+    )
     rbac.set_defaults(func=cmd_render_rbac)
 
     settings = sub.add_parser("settings", help="Airflow connections, pools and variables")

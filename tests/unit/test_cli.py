@@ -120,6 +120,50 @@ def test_render_rbac_is_yaml(good: Path) -> None:
     assert {"ServiceAccount", "Role", "RoleBinding"} <= set(kinds)
 
 
+def test_render_rbac_status_is_the_read_only_role(good: Path) -> None:
+    code, out, _ = run("render", "rbac", str(good), "--status")
+    assert code == EXIT_OK
+    role, binding = yaml.safe_load_all(out)
+    assert role["kind"] == "Role"
+    assert role["metadata"]["namespace"] == "shop"
+    assert role["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["list"]}
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "convoy-airflow-worker", "namespace": "convoy"}
+    ]
+
+
+def test_render_rbac_status_subjects(good: Path) -> None:
+    code, out, _ = run(
+        "render", "rbac", str(good), "--status", "--serviceaccount", "ops:status-reader",
+        "--user", "alice@example.com", "--group", "sre",
+    )  # fmt: skip
+    assert code == EXIT_OK
+    binding = list(yaml.safe_load_all(out))[1]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "status-reader", "namespace": "ops"},
+        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice@example.com"},
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "sre"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--user", "alice"], "need --status"),
+        (["--status", "--serviceaccount", "status-reader"], "expected NAMESPACE:NAME"),
+        (["--status", "--serviceaccount", "Ops:reader"], "not a valid DNS-1123 label"),
+        (["--status", "--group", " "], "--group: empty name"),
+    ],
+)
+def test_render_rbac_status_usage_errors(good: Path, argv: list[str], message: str) -> None:
+    code, out, err = run("render", "rbac", str(good), *argv)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert message in err
+
+
 def test_console_script_never_shows_a_traceback(bad: Path) -> None:
     convoy = Path(sys.executable).with_name("convoy")
     result = subprocess.run([str(convoy), "validate", str(bad)], capture_output=True, text=True)

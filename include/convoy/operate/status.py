@@ -61,11 +61,23 @@ def context(
 def services(loaded: LoadedPolicy, sources: Sources) -> list[ServiceState]:
     from convoy.operate.services import list_workloads, service_states, unreadable
     from convoy.rollout.api import KubernetesIO, RetryPolicy
+    from convoy.rollout.errors import Forbidden
 
     policy = loaded.policy
     try:
         io = KubernetesIO(sources.kube(policy), RetryPolicy(attempts=2, base_seconds=0.2))
         workloads = list_workloads(io, policy)
+    except Forbidden as exc:
+        d = exc.details
+        resource = f"{d['resource']}.{d['group']}" if d["group"] else str(d["resource"])
+        return unreadable(
+            policy,
+            redact(
+                f"cannot read the cluster: forbidden: {d['user'] or 'the client'} may not "
+                f'{d["verb"]} {resource} in namespace "{d["namespace"]}"; bind it the '
+                "read-only Role of `convoy render rbac --status POLICY`"
+            ),
+        )
     except Exception as exc:
         return unreadable(policy, f"cannot read the cluster: {one_line(exc)}")
     return service_states(policy, workloads)

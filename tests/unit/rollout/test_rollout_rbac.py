@@ -9,7 +9,13 @@ import pytest
 import yaml
 
 from convoy.policy.models import Policy
-from convoy.rollout.rbac import render_rbac, render_rbac_yaml
+from convoy.rollout.rbac import (
+    WORKER_SERVICE_ACCOUNT,
+    render_rbac,
+    render_rbac_yaml,
+    render_status_rbac,
+    render_status_rbac_yaml,
+)
 
 NAMESPACED_KINDS = {"ServiceAccount", "Role", "RoleBinding"}
 
@@ -98,3 +104,58 @@ def test_workload_rules_are_restricted_to_policy_names(policy: Policy) -> None:
 def test_yaml_is_multi_document(policy: Policy) -> None:
     docs = list(yaml.safe_load_all(render_rbac_yaml(policy)))
     assert docs == render_rbac(policy)
+
+
+# --- convoy status / driftCheck: the read-only Role ---------------------------------
+
+SUBJECTS = (
+    WORKER_SERVICE_ACCOUNT,
+    {"kind": "ServiceAccount", "name": "status-reader", "namespace": "ops"},
+    {"kind": "User", "name": "alice@example.com"},
+    {"kind": "Group", "name": "sre"},
+)
+
+
+@pytest.mark.parametrize("version", ["1.33", "1.37"])
+def test_status_manifests_validate_against_real_schemas(policy: Policy, version: str) -> None:
+    for subjects in ((WORKER_SERVICE_ACCOUNT,), SUBJECTS):
+        for obj in render_status_rbac(policy, subjects):
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_status_role_lists_the_policy_kinds_in_its_namespace_only(policy: Policy) -> None:
+    role, binding = render_status_rbac(policy)
+    assert role["kind"] == "Role"  # never a ClusterRole: one policy, one namespace
+    assert binding["kind"] == "RoleBinding"
+    for obj in (role, binding):
+        assert obj["metadata"]["namespace"] == "shop"
+        assert obj["metadata"]["name"] == "convoy-status-shop-2-4"
+        assert obj["metadata"]["labels"]["convoy.dev/policy"] == "shop-2-4"
+    # exactly list, of the kinds the policy has (no daemonsets here), nothing by name
+    assert role["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["list"]}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "convoy-airflow-worker", "namespace": "convoy"}
+    ]
+
+
+def test_status_role_subjects(policy: Policy) -> None:
+    binding = render_status_rbac(policy, SUBJECTS)[1]
+    assert binding["subjects"][1:] == [
+        {"kind": "ServiceAccount", "name": "status-reader", "namespace": "ops"},
+        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice@example.com"},
+        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "sre"},
+    ]
+    with pytest.raises(ValueError, match="at least one subject"):
+        render_status_rbac(policy, ())
+
+
+def test_status_yaml_is_multi_document(policy: Policy) -> None:
+    docs = list(yaml.safe_load_all(render_status_rbac_yaml(policy)))
+    assert docs == render_status_rbac(policy)
