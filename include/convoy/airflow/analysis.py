@@ -65,26 +65,10 @@ def refuse_in_pods(policy: Policy, service: str) -> None:
         )
 
 
-def _task_helper(name: str) -> Any:
-    """A task-runtime helper (``run_record``, ``kube_api_client``) wherever the runtime keeps it."""
-    import importlib
-
-    for module in (
-        "convoy.airflow.preflight",
-        "convoy.airflow.local_rollout",
-        "convoy.airflow.runtime",
-    ):
-        try:
-            found = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    raise AttributeError(f"no task helper {name}")
-
-
 def _run_record(context: Mapping[str, Any]) -> Any:
-    return _task_helper("run_record")(context)
+    from convoy.airflow.preflight import run_record
+
+    return run_record(context)
 
 
 def frozen_verify(
@@ -271,7 +255,9 @@ def wave_analysis(
         return []
     dry_run = bool(frozen.dry_run)
     templates = {n: AnalysisSpec.from_dict(d) for n, d in spec.get("templates", {}).items()}
-    runner = RolloutRunner(_task_helper("kube_api_client")(conn_id, in_cluster), log=log.info)
+    from convoy.airflow.local_rollout import kube_api_client
+
+    runner = RolloutRunner(kube_api_client(conn_id, in_cluster), log=log.info)
     analyzer = Analyzer(providers(spec.get("templates", {})), log=log.info)
     policy = str(getattr(ti, "dag_id", "") or frozen.policy_name)
 
