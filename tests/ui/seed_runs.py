@@ -4,7 +4,9 @@ Run as a subprocess (``python tests/ui/seed_runs.py``) with the test's
 AIRFLOW_HOME, after ``airflow db migrate``: parses the DAG folder into the DB
 (as ``airflow dags reserialize`` does), creates a failed run (rolled back, with
 a run report) and a running one (task states and a ``progress`` XCom), so the
-page shows real rows read through Airflow's ORM. No scheduler needed.
+page shows real rows read through Airflow's ORM; when the policy has a
+``driftCheck``, a failed run of ``<policy>__drift`` with its ``status`` XCom.
+No scheduler needed.
 """
 
 from __future__ import annotations
@@ -13,10 +15,36 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 DAG_ID = os.environ.get("SEED_DAG_ID", "shop-demo")
 FAILED_RUN = "manual__2026-11-24T09:00:00+00:00"
 RUNNING_RUN = "manual__2026-11-25T09:30:00+00:00"
+#: A failed run of the policy's drift check (``driftCheck``), when the policy has one.
+DRIFT_RUN = "scheduled__2026-11-26T08:00:00+00:00"
+#: What that run's ``report`` task stored: ``convoy status --json``, cart changed by hand.
+DRIFT_STATUS = {
+    "policy": DAG_ID,
+    "verdict": "drift",
+    "exit_code": 4,
+    "services": [
+        {
+            "name": "cart",
+            "verdict": "drift",
+            "reasons": [
+                "server: runs registry.example.com/cart:2.4.0-hotfix, convoy last set "
+                "registry.example.com/cart:2.4.0, policy registry.example.com/cart:2.4.0"
+            ],
+        },
+        {"name": "redis", "verdict": "in sync", "reasons": []},
+        {
+            "name": "checkout",
+            "verdict": "degraded",
+            "reasons": ["rollout failed: CrashLoopBackOff"],
+        },
+    ],
+    "datastores": [{"name": "orders", "verdict": "pending", "reasons": ["pending: 3"]}],
+}
 
 
 def main() -> int:
@@ -100,6 +128,7 @@ def main() -> int:
         )
         session.commit()
         print(sorted({ti.task_id for ti in tis}))
+        _seed_drift_check(session, now)
 
     report = build_report(
         policy_name=DAG_ID,
@@ -114,6 +143,54 @@ def main() -> int:
     )
     write_report(report, Path(os.environ["CONVOY_REPORTS_DIR"]))
     return 0
+
+
+def _seed_drift_check(session: Any, now: dt.datetime) -> None:
+    """A finished run of ``<policy>__drift`` whose ``report`` task stored :data:`DRIFT_STATUS`."""
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from sqlalchemy import select
+
+    dag = SerializedDagModel.get_dag(DAG_ID + "__drift", session=session)
+    if dag is None:
+        return
+    start = now - dt.timedelta(minutes=30)
+    dr = dag.create_dagrun(
+        run_id=DRIFT_RUN,
+        run_after=start,
+        run_type=DagRunType.SCHEDULED,
+        triggered_by=DagRunTriggeredByType.TEST,
+        state=DagRunState.FAILED,
+        start_date=start,
+        logical_date=start,
+        data_interval=(start, start),
+        conf={},
+        session=session,
+    )
+    dr.end_date = start + dt.timedelta(seconds=4)
+    session.commit()
+    ti = session.scalars(
+        select(TaskInstance).where(
+            TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == DRIFT_RUN
+        )
+    ).one()
+    ti.state = "failed"
+    ti.start_date = start
+    session.add(
+        XComModel(
+            dag_run_id=dr.id,
+            task_id=ti.task_id,
+            map_index=ti.map_index,
+            key="status",
+            dag_id=dag.dag_id,
+            run_id=DRIFT_RUN,
+            value=DRIFT_STATUS,
+        )
+    )
+    session.commit()
 
 
 def _state(run_id: str, task_id: str) -> str | None:

@@ -8,6 +8,8 @@
   endpoint must refuse an unauthenticated request.
 - Chromium dumps the page's DOM (content checks) and screenshots it inside the
   Airflow UI (the nav entry ``/plugin/upgrades``) as ``artifacts/ui-upgrades.png``.
+- The demo policy gets a ``driftCheck``; its seeded failed run (cart changed by
+  hand) is the page's drift line, whose link opens that run in Airflow's UI.
 
 Skipped when Chromium is missing, unless ``CI`` is set (then it fails).
 """
@@ -39,6 +41,7 @@ CHROMIUM = (
 )
 SEED = Path(__file__).with_name("seed_runs.py")
 FAILED_RUN_URL = "manual__2026-11-24T09%3A00%3A00%2B00%3A00"
+DRIFT_RUN_URL = "scheduled__2026-11-26T08%3A00%3A00%2B00%3A00"
 
 pytestmark = [
     pytest.mark.e2e,
@@ -138,6 +141,9 @@ def servers() -> Iterator[tuple[str, str, str]]:
     policies = home / "policies"
     shutil.copytree(REPO_ROOT / "dags" / "policies", policies)
     (policies / "broken.yaml").write_text(BAD_POLICY, encoding="utf-8")
+    # a scheduled drift check, so that the page has a drift line (seed_runs.py: its run)
+    with (policies / "demo.yaml").open("a", encoding="utf-8") as demo:
+        demo.write('driftCheck:\n  schedule: "@hourly"\n')
     dag_id = yaml.safe_load((policies / "demo.yaml").read_text())["metadata"]["name"]
     env = {
         **os.environ,
@@ -238,3 +244,35 @@ def test_page_in_headless_chromium(servers: tuple[str, str, str]) -> None:
         admin + "/plugin/upgrades",
     )
     assert shot.stat().st_size > 20_000
+
+
+def test_drift_line_in_headless_chromium(servers: tuple[str, str, str]) -> None:
+    """The latest drift check: its verdict, what is off (not what is in sync), its run."""
+    import html
+    import re
+
+    admin, _, dag_id = servers
+    dom = _chromium("--dump-dom", admin + "/convoy/")
+    lines = re.findall(r'<p class="drift">.*?</p>', dom, flags=re.S)
+    assert len(lines) == 1, lines  # the one policy with a driftCheck
+    line = html.unescape(lines[0])
+    run_href = f"/dags/{dag_id}__drift/runs/{DRIFT_RUN_URL}"
+    assert f'<a href="{run_href}" target="_top">' in line
+    assert "Drift check:" in line
+    assert '<span class="badge s-up_for_retry">drift</span>' in line
+    assert '<span class="chip s-up_for_retry" title="up_for_retry">cart</span>' in line
+    assert '<span class="chip s-failed" title="failed">checkout</span>' in line
+    assert '<span class="chip s-queued" title="queued">orders</span>' in line
+    assert ">redis<" not in line  # in sync: not listed
+    assert re.search(r'<span class="meta">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</span>', line)
+    # the link leads to that run of the drift DAG in Airflow's own UI
+    status, body = _get(admin + run_href)
+    assert status == 200, body[:300]
+    # and the JSON behind the page says the same
+    import json
+
+    status, body = _get(admin + "/convoy/api/upgrades")
+    assert status == 200
+    (demo,) = [p for p in json.loads(body)["policies"] if p["dag_id"] == dag_id]
+    assert demo["drift"]["verdict"] == "drift"
+    assert demo["drift"]["url"] == run_href
