@@ -247,3 +247,29 @@ def test_the_run_record_is_stored_encrypted_with_the_fernet_key(
         assert frozen.datastore("orders").spec.transforms[0].where == f"note <> '{secret}'"
     finally:
         get_fernet.cache_clear()
+
+
+def test_without_a_fernet_key_the_record_keeps_no_alert_token(
+    write_policy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.models.crypto import get_fernet
+
+    token = "Tk-hook-path-do-not-store"
+    alerts = {"onRollback": [f"https://hooks.slack.com/services/{token}", "smtp_default"]}
+    path = write_policy("plain.yaml", policy_dict("plain", alerts=alerts))
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "")
+    get_fernet.cache_clear()
+    try:
+        ti = FakeTI("preflight")
+        chosen = preflight_task.preflight(
+            policy_path=str(path), digest=build_plan(load_policy(path)).digest, ti=ti
+        )
+        assert token not in str(ti.xcom_pull(task_ids="preflight", key=preflight_task.RECORD_KEY))
+        ti.set_xcom("preflight:return_value", chosen)
+        frozen = preflight_task.run_record({"ti": ti})
+        assert frozen.alerts["on_rollback"] == (
+            "https://hooks.slack.com/services/***",
+            "smtp_default",
+        )
+    finally:
+        get_fernet.cache_clear()

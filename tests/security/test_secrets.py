@@ -540,14 +540,21 @@ def test_lineage_facets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "postgresql://u:***@db/x" in repr(facets)
 
 
-def test_report_task_reads_alert_targets_with_a_token_from_the_policy(planted: Path) -> None:
+def test_report_task_reads_alert_targets_with_a_token_from_the_run_record(planted: Path) -> None:
     from convoy.airflow.report_task import alert_entries
+    from convoy.plan import build_plan
+    from convoy.plan.record import freeze
 
+    loaded = load_policy(planted / "planted.yaml")
+    plan = build_plan(loaded)
+    frozen = freeze(loaded, plan, dag_plan_digest=plan.digest, mode="upgrade", dry_run=False)
     valid = _planted_valid()["alerts"]["onFailure"]
     given = [redact(e) for e in valid]
     assert given[0] == "https://hooks.slack.com/services/***"
     assert given[2] == "smtp_default"
-    assert alert_entries(given, "on_failure", str(planted / "planted.yaml")) == valid
-    # the policy is unreadable now: the entries without a secret still get the alert
-    assert alert_entries(given, "on_failure", str(planted / "gone.yaml")) == ["smtp_default"]
+    assert alert_entries(given, "on_failure", frozen.alerts) == valid
+    # no record, or one kept without a Fernet key (tokens masked): the entries
+    # without a secret still get the alert
+    assert alert_entries(given, "on_failure", None) == ["smtp_default"]
+    assert alert_entries(given, "on_failure", {"on_failure": tuple(given)}) == ["smtp_default"]
     assert alert_entries(["smtp_default"], "on_failure", None) == ["smtp_default"]

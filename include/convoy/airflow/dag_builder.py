@@ -476,14 +476,13 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
                 "services": dict(builder.apply_ids),
                 "datastores": {k: list(v) for k, v in builder.group_ids.items()},
                 # Task arguments are stored with the DAG and shown as rendered templates:
-                # an entry carrying a token is resolved from the policy at run time.
+                # an entry carrying a token is taken from the (encrypted) run record.
                 "on_rollback": [redact(e) for e in a.on_rollback],
                 "on_failure": [redact(e) for e in a.on_failure],
                 "targets": {s.service: _step_dict(s) for w in plan.waves for s in w.steps},
                 "conn_id": builder.settings.conn_id,
                 "in_cluster": builder.settings.in_cluster,
                 "approval_task_id": approval.TASK_ID if plan.approval else None,
-                "policy_path": str(loaded.path.resolve()),
                 "datastore_names": [d.name for d in policy.datastores],
             },
             trigger_rule="all_done",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -16,9 +17,16 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from convoy.airflow import config
 from convoy.observe import metrics
 from convoy.plan import build_plan, render_text
-from convoy.plan.record import RecordError, RunRecord, drift, freeze, record_from_json
+from convoy.plan.record import (
+    RecordError,
+    RunRecord,
+    compute_record_digest,
+    drift,
+    freeze,
+    record_from_json,
+)
 from convoy.policy.loader import load_policy
-from convoy.redaction import get_logger
+from convoy.redaction import get_logger, redact
 
 log = get_logger(__name__)
 
@@ -89,7 +97,14 @@ def _freeze(loaded: Any, plan: Any, digest: str, chosen: Mapping[str, Any]) -> R
 def _with_record(
     context: Mapping[str, Any], chosen: dict[str, Any], frozen: RunRecord
 ) -> dict[str, Any]:
-    context["ti"].xcom_push(key=RECORD_KEY, value=seal(frozen.to_dict()))
+    sealed = seal(frozen.to_dict())
+    if "sealed" not in sealed:
+        # Stored in clear: alert targets keep no token (the report alerts the others).
+        alerts = {k: tuple(redact(e) for e in v) for k, v in frozen.alerts.items()}
+        frozen = replace(frozen, alerts=alerts)
+        frozen = replace(frozen, digest=compute_record_digest(frozen))
+        sealed = frozen.to_dict()
+    context["ti"].xcom_push(key=RECORD_KEY, value=sealed)
     files = sum(len(ds.migrations) for ds in frozen.datastores)
     log.info(
         "run record %s: plan %s, %d datastore(s), %d migration file(s) frozen; later tasks "

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from convoy.airflow.preflight import manual_rollback_of, run_record
 from convoy.airflow.runtime import policy_name
 from convoy.observe import assembly, metrics
 from convoy.plan.record import drift
-from convoy.policy.loader import load_policy
 from convoy.redaction import MASK, get_logger
 
 log = get_logger(__name__)
@@ -51,7 +50,6 @@ def report(
     conn_id: str = "kubernetes_default",
     in_cluster: bool = False,
     approval_task_id: str | None = None,
-    policy_path: str | None = None,
     datastore_names: list[str] | None = None,
     **context: Any,
 ) -> dict[str, Any]:
@@ -65,6 +63,7 @@ def report(
     and listed in the run report.
     """
     completed: list[str] = []
+    frozen_alerts: dict[str, tuple[str, ...]] | None = None
     try:
         frozen = run_record(context)
     except Exception:
@@ -73,6 +72,7 @@ def report(
         # What the run executed, not the DAG as parsed now.
         targets = {s.service: step_dict(s) for s in frozen.plan.steps}
         datastore_names = [ds.name for ds in frozen.datastores]
+        frozen_alerts = frozen.alerts
     if datastore_names:
         from convoy.airflow import datastores as datastore_tasks
 
@@ -111,8 +111,8 @@ def report(
         _rollback_done(
             context,
             summary,
-            alert_entries(on_rollback or [], "on_rollback", policy_path),
-            alert_entries(on_failure or [], "on_failure", policy_path),
+            alert_entries(on_rollback or [], "on_rollback", frozen_alerts),
+            alert_entries(on_failure or [], "on_failure", frozen_alerts),
             left,
         )
     try:
@@ -145,26 +145,27 @@ def plan_note(context: Mapping[str, Any]) -> str:
         return contract_note(frozen, [])
 
 
-def alert_entries(given: list[str], field: str, policy_path: str | None) -> list[str]:
-    """Alert targets from task arguments; redacted ones (tokens) are read from the policy file.
+def alert_entries(
+    given: list[str], field: str, frozen: Mapping[str, Sequence[str]] | None
+) -> list[str]:
+    """Alert targets: redacted ones (tokens) from the run record (stored encrypted).
 
-    Falls back to the entries without a secret when the policy cannot be read
-    now, so those alerts still go out.
+    The task's arguments hold them masked (Airflow stores and shows task
+    arguments). Falls back to the entries without a secret when the record
+    has no clear target (no record, or one stored without a Fernet key), so
+    those alerts still go out.
     """
     if not any(MASK in entry for entry in given):
         return list(given)
-    try:
-        if policy_path is None:
-            raise FileNotFoundError("no policy path")
-        return list(getattr(load_policy(policy_path).policy.alerts, field))
-    except Exception as exc:
-        log.error(
-            "alert targets with a secret in %s could not be read from the policy (%s); "
-            "alerting the others only",
-            field,
-            exc,
-        )
-        return [entry for entry in given if MASK not in entry]
+    found = list((frozen or {}).get(field) or ())
+    if found and not any(MASK in entry for entry in found):
+        return found
+    log.error(
+        "alert targets with a secret in %s are not in the run record (no record, or no "
+        "Fernet key to keep them encrypted); alerting the others only",
+        field,
+    )
+    return [entry for entry in given if MASK not in entry]
 
 
 def _left_behind(

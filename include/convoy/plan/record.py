@@ -117,6 +117,10 @@ class RunRecord:
     #: (:mod:`convoy.plan.verify`): the rollout tasks run these.
     verify: dict[str, dict[str, Any]] = field(default_factory=dict)
     wave_verify: dict[str, Any] = field(default_factory=dict)
+    #: ``alerts.onFailure`` / ``onRollback`` as ``on_failure`` / ``on_rollback``:
+    #: the targets the report task alerts (webhook tokens included, so the
+    #: record is stored encrypted; ``convoy.airflow.preflight.seal``).
+    alerts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     digest: str = field(default="", compare=False)
 
     def datastore(self, name: str) -> DatastoreRecord:
@@ -254,6 +258,10 @@ def freeze(
         selected_datastores=tuple(p.datastore for p in plan.datastore_phases) if upgrade else (),
         verify=verify_specs(loaded.policy, plan.services) if upgrade else {},
         wave_verify=wave_verify(loaded.policy) if upgrade else {},
+        alerts={
+            "on_failure": tuple(loaded.policy.alerts.on_failure),
+            "on_rollback": tuple(loaded.policy.alerts.on_rollback),
+        },
     )
     return replace(record, digest=compute_record_digest(record))
 
