@@ -65,6 +65,8 @@ def check(*, policy_path: str, **context: Any) -> dict[str, Any]:
     from convoy.operate.status import collect
     from convoy.policy.loader import load_policy
 
+    # not a run of the upgrade: the live state is compared with the policy as it
+    # is now (no frozen plan exists or applies), as `convoy status` does
     loaded = load_policy(policy_path)
     policy = loaded.policy
     name = policy.metadata.name

@@ -444,7 +444,7 @@ class EmulatedCluster:
         return seeded
 
     def wait_idle(self, timeout: float = 10.0) -> None:
-        """Block until every workload's rollout is complete (helper for tests)."""
+        """Block until the controller has observed every workload's latest spec (tests)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with self.store.cond:

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,14 @@ def test_rollout_status_agrees_with_the_runner(
             )
         done = kubectl("rollout", "status", "deploy/by-kubectl", "--timeout=20s")
         assert done.last == 'deployment "by-kubectl" successfully rolled out'
-        cluster.wait_idle()
+        # the runner's twin finishes too (wait_idle only waits for the controller
+        # to observe the resume, not for the new pods to become ready)
+        deadline = time.monotonic() + 20
+        while (
+            runner(cluster).status(Target(NS, kind, "by-runner")).status != "complete"
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
         assert runner(cluster).status(Target(NS, kind, "by-runner")).status == "complete"
     if behaviour == "partitioned":
         assert status.last == "partitioned roll out complete: 1 new pods have been updated..."
