@@ -1,7 +1,10 @@
-"""PostgreSQL validation: every expectation is evaluated in the database by GX's SQL datasource.
+"""PostgreSQL validation, in the database: one scan per table, GX for the rest.
 
-GX compiles each expectation to SQL (counts, ``LIMIT 5`` samples of unexpected
-values) over a whole-table batch; the table is never loaded into pandas.
+The common expectations (:data:`convoy.validation.onepass.SUPPORTED`) of a
+table are computed by one aggregate query and judged by convoy; the others go
+to GX's SQL datasource, which compiles each one to SQL (counts, ``LIMIT 5``
+samples) over a whole-table batch. GX is imported only when a table has such
+an expectation. The table is never loaded into pandas.
 
 A ``progress`` sink (:mod:`convoy.observe.progress`) receives expectations
 evaluated of those planned (``<datastore>/validation``), per suite run.
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convoy.observe.progress import Progress, ProgressSink
+from convoy.validation import onepass
 from convoy.validation.gx_runtime import (
     REDACTED_FORMAT,
     SITE_NAME,
@@ -33,6 +37,7 @@ from convoy.validation.gx_runtime import (
 )
 from convoy.validation.models import ExpectationOutcome, ValidationReport
 from convoy.validation.redact import scrub
+from convoy.validation.results_page import write_results_page
 
 if TYPE_CHECKING:
     from convoy.policy.models import PostgresDatastore
@@ -105,26 +110,60 @@ def validate_postgres(
     run_dir: Path,
     log: Callable[[str], None] = print,
     progress: ProgressSink | None = None,
+    one_pass: bool = True,
 ) -> ValidationReport:
+    """Validate every suite of ``datastore``; ``one_pass=False`` sends everything to GX."""
     started = time.monotonic()
     docs_dir = Path(run_dir) / "data_docs" / safe_name(datastore.name)
-    url, password = sqlalchemy_url(read_only_conninfo(conninfo))
-    secrets = (password, url)
+    ro_conninfo = read_only_conninfo(conninfo)
+    password = _password(ro_conninfo)
+    secrets: tuple[str | None, ...] = (password, conninfo, ro_conninfo)
     with quiet():
-        return _validate(datastore, url, secrets, docs_dir, started, log, progress)
+        return _validate(
+            datastore, ro_conninfo, secrets, docs_dir, started, log, progress, one_pass
+        )
+
+
+def _password(conninfo: str) -> str | None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    value = conninfo_to_dict(conninfo).get("password")
+    return str(value) if value else None
+
+
+class _GX:
+    """GX's context and SQL datasource, created on first use (importing GX costs seconds)."""
+
+    def __init__(self, datastore: PostgresDatastore, conninfo: str, docs_dir: Path) -> None:
+        self.datastore = datastore
+        self.conninfo = conninfo
+        self.docs_dir = docs_dir
+        self.context: Any = None
+        self.source: Any = None
+        self.url = ""
+        self.indexes: set[int] = set()  # expectations evaluated by GX
+
+    def start(self) -> tuple[Any, Any]:
+        if self.context is None:
+            url, _ = sqlalchemy_url(self.conninfo)
+            self.url = url
+            self.context = ephemeral_context(self.docs_dir)
+            self.source = self.context.data_sources.add_sql(
+                name=safe_name(f"pg-{self.datastore.name}"), connection_string=url
+            )
+        return self.context, self.source
 
 
 def _validate(
     datastore: PostgresDatastore,
-    url: str,
+    conninfo: str,
     secrets: tuple[str | None, ...],
     docs_dir: Path,
     started: float,
     log: Callable[[str], None],
     sink: ProgressSink | None = None,
+    one_pass: bool = True,
 ) -> ValidationReport:
-    import great_expectations as gx
-
     outcomes: dict[int, ExpectationOutcome] = {}
     planned_all: list[PlannedExpectation] = []
     suites: list[list[PlannedExpectation]] = []
@@ -134,10 +173,7 @@ def _validate(
         )
         planned_all.extend(planned)
         suites.append(planned)
-    context = ephemeral_context(docs_dir)
-    source = context.data_sources.add_sql(
-        name=safe_name(f"pg-{datastore.name}"), connection_string=url
-    )
+    gx_run = _GX(datastore, conninfo, docs_dir)
     progress = Progress(
         len(planned_all),
         f"{datastore.name}/validation",
@@ -146,64 +182,56 @@ def _validate(
         sink=sink,
     )
     progress.advance(0)  # publishes the total before the first (possibly long) suite
+    conn: Any = None
     try:
         for number, (validation, planned) in enumerate(
             zip(datastore.validation, suites, strict=True)
         ):
             schema, table = split_table(validation.table)
-            try:
-                asset = source.add_table_asset(
-                    name=safe_name(f"{number}-{validation.table}"),
-                    table_name=table,
-                    schema_name=schema,
-                )
-                batch_definition = asset.add_batch_definition_whole_table("whole-table")
-            except Exception as exc:  # missing table, no connection...
-                message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", secrets)
-                for item in planned:
-                    outcomes[item.index] = error_outcome(item, message)
-                progress.advance(len(planned))
-                continue
+            fast = [p for p in planned if one_pass and onepass.supported(p)]
+            if fast:
+                try:
+                    if conn is None:
+                        import psycopg
+
+                        conn = psycopg.connect(conninfo, autocommit=True)
+                    done, _ = onepass.evaluate_table(conn, schema, table, fast)
+                except Exception as exc:  # missing table, no connection...
+                    message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", secrets)
+                    done = {p.index: error_outcome(p, message) for p in fast}
+                outcomes.update(done)
+            # the rest, and what the one-pass query could not evaluate (SQL error)
+            slow = [p for p in planned if p.index not in outcomes]
+            if slow:
+                _run_gx(gx_run, number, validation.table, slow, outcomes, secrets)
+            # progress per suite as GX runs them: the plain one, then the redacted one
             for sensitive in (False, True):
                 group = [p for p in planned if p.sensitive == sensitive]
-                if not group:
-                    continue
-                suffix = "-redacted" if sensitive else ""
-                suite = context.suites.add(
-                    gx.ExpectationSuite(name=safe_name(f"{validation.table}{suffix}-{number}"))
-                )
-                for item in group:
-                    try:
-                        suite.add_expectation(gx_expectation(item))
-                    except Exception as exc:  # bad kwargs that slipped past the loader
-                        outcomes[item.index] = error_outcome(item, scrub(str(exc), secrets))
-                definition = context.validation_definitions.add(
-                    gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
-                )
-                fmt = REDACTED_FORMAT if sensitive else SUMMARY_FORMAT
-                try:
-                    result = definition.run(result_format=fmt)
-                except Exception as exc:  # missing table, lost connection...
-                    message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", secrets)
-                    for item in group:
-                        outcomes.setdefault(item.index, error_outcome(item, message))
-                    continue
-                finally:
+                if group:
                     progress.advance(len(group))
-                by_index = {p.index: p for p in group}
-                for gx_result in result.results:
-                    index = result_index(gx_result)
-                    if index in by_index:
-                        outcomes[index] = outcome_from_gx(by_index[index], gx_result, secrets)
         for item in planned_all:
             outcomes.setdefault(
                 item.index, error_outcome(item, "no result from great_expectations")
             )
         progress.finish()
-        data_docs = _build_docs(context, docs_dir, log)
+        if gx_run.context is not None:
+            data_docs = _build_docs(gx_run.context, docs_dir, log)
+        else:
+            data_docs = None
     finally:
-        _dispose(source)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        if gx_run.source is not None:
+            _dispose(gx_run.source)
     ordered = tuple(outcomes[p.index] for p in planned_all)
+    one_pass_page = write_results_page(
+        docs_dir,
+        datastore.name,
+        [o for p, o in zip(planned_all, ordered, strict=True) if p.index not in gx_run.indexes],
+        index=data_docs is None,
+    )
+    data_docs = data_docs or one_pass_page
     for outcome in ordered:
         log(f"validation {datastore.name}: {describe(outcome)}")
     return ValidationReport(
@@ -212,6 +240,68 @@ def _validate(
         data_docs=data_docs,
         duration_seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _run_gx(
+    gx_run: _GX,
+    number: int,
+    table_name: str,
+    planned: list[PlannedExpectation],
+    outcomes: dict[int, ExpectationOutcome],
+    secrets: tuple[str | None, ...],
+) -> None:
+    """Evaluate ``planned`` (one table) with GX: a plain and a redacted suite."""
+    gx_run.indexes.update(p.index for p in planned)
+    try:
+        context, source = gx_run.start()
+    except Exception as exc:  # GX missing or broken
+        message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", secrets)
+        for item in planned:
+            outcomes[item.index] = error_outcome(item, message)
+        return
+    import great_expectations as gx
+
+    all_secrets = (*secrets, gx_run.url)
+    schema, table = split_table(table_name)
+    try:
+        asset = source.add_table_asset(
+            name=safe_name(f"{number}-{table_name}"), table_name=table, schema_name=schema
+        )
+        batch_definition = asset.add_batch_definition_whole_table("whole-table")
+    except Exception as exc:  # missing table, no connection...
+        message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", all_secrets)
+        for item in planned:
+            outcomes[item.index] = error_outcome(item, message)
+        return
+    for sensitive in (False, True):
+        group = [p for p in planned if p.sensitive == sensitive]
+        if not group:
+            continue
+        suffix = "-redacted" if sensitive else ""
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=safe_name(f"{table_name}{suffix}-{number}"))
+        )
+        for item in group:
+            try:
+                suite.add_expectation(gx_expectation(item))
+            except Exception as exc:  # bad kwargs that slipped past the loader
+                outcomes[item.index] = error_outcome(item, scrub(str(exc), all_secrets))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
+        )
+        fmt = REDACTED_FORMAT if sensitive else SUMMARY_FORMAT
+        try:
+            result = definition.run(result_format=fmt)
+        except Exception as exc:  # missing table, lost connection...
+            message = scrub(f"{type(exc).__name__}: {_first_line(exc)}", all_secrets)
+            for item in group:
+                outcomes.setdefault(item.index, error_outcome(item, message))
+            continue
+        by_index = {p.index: p for p in group}
+        for gx_result in result.results:
+            index = result_index(gx_result)
+            if index in by_index:
+                outcomes[index] = outcome_from_gx(by_index[index], gx_result, all_secrets)
 
 
 def _first_line(exc: BaseException) -> str:
