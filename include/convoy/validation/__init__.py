@@ -2,8 +2,9 @@
 
 The DAG's validate task calls :func:`validate_datastore` and pushes
 ``report.to_dict()`` to XCom; it fails when ``report.blocking_failures`` is
-not empty (the rollback then runs). GX is imported only when a datastore has
-validation entries, never at DAG parse time. See docs/validation.md.
+not empty (the rollback then runs). GX is imported only when an expectation
+needs it (PostgreSQL evaluates the common ones in one scan without it; MongoDB
+always needs it), never at DAG parse time. See docs/validation.md.
 """
 
 from __future__ import annotations
