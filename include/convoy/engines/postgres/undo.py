@@ -7,19 +7,19 @@ its UPDATE**, the keys, old values and new values of every column the
 transform sets for the rows it changed. They are kept *packed*: one undo row
 per batch holding one array per column (stored uncompressed), because one row
 per changed row doubled the transform's write-ahead log and cost a third of
-its throughput. While the transform is in flight
-(from its first batch until the run completes or is reverted), a ``BEFORE
-INSERT OR UPDATE`` trigger applies the same ``set`` to rows the application
-writes that match ``where`` (old clients still write the old shape), and
-records those rows' before-images in the same undo table (``origin =
+its throughput. While the transform is in flight (from its first batch until
+the run completes or is reverted), triggers apply the same ``set`` to rows the
+application writes that match ``where`` (old clients still write the old
+shape): ``BEFORE INSERT`` on new rows, ``AFTER UPDATE`` on updated ones. They
+record those rows' before-images in the same undo table (``origin =
 'trigger'``). So every row convoy changed, by batch or by trigger, can be put
 back, and nothing else is touched.
 
 Revert (:mod:`convoy.engines.postgres.undo_revert`) first unpacks the arrays
 into a flat table (``<undo table>_r``, one row per key and batch, created in
 one transaction), then, per key, newest entry wins: restore the before-image
-only where the
-row still holds exactly the value convoy wrote; a row the application changed
+only where the row still holds exactly the value convoy wrote; a row the
+application changed
 since is a *conflict* (left alone, counted, kept in the undo table); a row the
 application deleted is *gone*. Each entry's outcome is written in the flat
 table in the same transaction as the restore, so a killed revert resumes and
@@ -369,14 +369,44 @@ def _create_trigger(
         sql.SQL("NEW.{} := convoy_row.{};").format(sql.Identifier(c), undo_column("a", i))
         for i, c in enumerate(cols)
     )
+    updated_vals = sql.SQL(", ").join(
+        [sql.Literal("trigger"), _one(types[key], sql.SQL("NEW.{}").format(sql.Identifier(key)))]
+        + [
+            x
+            for i, c in enumerate(cols)
+            for x in (
+                _one(types[c], sql.SQL("NEW.{}").format(sql.Identifier(c))),
+                _one(types[c], sql.SQL("convoy_upd.{}").format(sql.Identifier(c))),
+            )
+        ]
+    )
+    set_sql = sql.SQL(", ").join(
+        sql.SQL("{} = (" + expr + ")").format(sql.Identifier(c)) for c, expr in spec.set_
+    )
+    # INSERT: a BEFORE trigger sets the new values on the row being inserted.
+    # UPDATE: an AFTER trigger updates the row the application just wrote, in
+    # its transaction, as convoy (so neither this trigger nor the write capture
+    # fires again). A BEFORE UPDATE trigger would make PostgreSQL lock every
+    # row convoy's own batches update before evaluating WHEN (a WAL record per
+    # row, a fifth of the transform's time); an AFTER trigger's WHEN is checked
+    # without a lock.
     body = sql.SQL(
-        "DECLARE convoy_row record; BEGIN"
+        "DECLARE convoy_row record; convoy_prev text; BEGIN"
+        " IF TG_OP = 'INSERT' THEN"
         " SELECT {computed} INTO convoy_row FROM (SELECT NEW.*) AS convoy_src WHERE ({where});"
         " IF FOUND THEN"
         " INSERT INTO {undo} ({undo_cols}) VALUES ({undo_vals});"
         " {assigns}"
         " END IF;"
-        " RETURN NEW; END"
+        " RETURN NEW;"
+        " END IF;"
+        " convoy_prev := current_setting({actor}, true);"
+        " PERFORM set_config({actor}, {me}, true);"
+        " WITH convoy_upd AS (UPDATE {src} SET {set_sql} WHERE {k} = NEW.{k} AND ({where})"
+        " RETURNING {returned})"
+        " INSERT INTO {undo} ({undo_cols}) SELECT {updated_vals} FROM convoy_upd;"
+        " PERFORM set_config({actor}, coalesce(convoy_prev, ''), true);"
+        " RETURN NULL; END"
     ).format(
         computed=computed,
         where=sql.SQL(spec.where),
@@ -384,6 +414,13 @@ def _create_trigger(
         undo_cols=undo_cols,
         undo_vals=undo_vals,
         assigns=assigns,
+        actor=sql.Literal(ACTOR_SETTING),
+        me=sql.Literal(ACTOR),
+        src=source.ident,
+        set_sql=set_sql,
+        k=sql.Identifier(key),
+        returned=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+        updated_vals=updated_vals,
     )
     # SECURITY DEFINER: the application's role fires the trigger and has (and
     # needs) no privilege on the backup schema. The ``set`` and ``where``
@@ -401,17 +438,25 @@ def _create_trigger(
             sql.Literal(body.as_string(conn)),
         )
     )
-    conn.execute(
-        sql.SQL(
-            "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {} FOR EACH ROW WHEN {}"
-            " EXECUTE FUNCTION {}()"
-        ).format(
-            sql.Identifier(trigger_name),
-            source.ident,
-            not_convoy(),
-            sql.Identifier(cfg.backup_schema, function),
+    for name, when in (
+        (trigger_name, "BEFORE INSERT"),
+        (update_trigger(trigger_name), "AFTER UPDATE"),
+    ):
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER {} " + when + " ON {} FOR EACH ROW WHEN {} EXECUTE FUNCTION {}()"
+            ).format(
+                sql.Identifier(name),
+                source.ident,
+                not_convoy(),
+                sql.Identifier(cfg.backup_schema, function),
+            )
         )
-    )
+
+
+def update_trigger(trigger_name: str) -> str:
+    """The name of the in-flight trigger for UPDATEs (``trigger_name`` is for INSERTs)."""
+    return f"{trigger_name}_u"
 
 
 def _one(t: ColumnType, value: sql.Composable) -> sql.Composable:
@@ -499,15 +544,16 @@ def drop_triggers(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> list[str]
                 "SELECT set_config('lock_timeout', %s, true)", [pg_interval(cfg.lock_timeout_s)]
             )
             present = conn.execute(
-                "SELECT 1 FROM pg_trigger WHERE tgname = %s AND tgrelid = to_regclass(%s)",
-                [t.trigger, t.source.ident.as_string(conn)],
+                "SELECT 1 FROM pg_trigger WHERE tgname = ANY(%s) AND tgrelid = to_regclass(%s)",
+                [[t.trigger, update_trigger(t.trigger)], t.source.ident.as_string(conn)],
             ).fetchone()
             if present:
-                conn.execute(
-                    sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                        sql.Identifier(t.trigger), t.source.ident
+                for name in (t.trigger, update_trigger(t.trigger)):
+                    conn.execute(
+                        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                            sql.Identifier(name), t.source.ident
+                        )
                     )
-                )
             conn.execute(
                 sql.SQL("DROP FUNCTION IF EXISTS {}()").format(
                     sql.Identifier(cfg.backup_schema, t.function)

@@ -189,7 +189,9 @@ def test_completed_run_leaves_no_trigger_and_can_still_be_reverted(pg: PgDb) -> 
     engine, ctx = pg.engine(), pg.ctx(ds)
     engine.backup(ctx)
     engine.transform(ctx, "fill-status")
-    assert pg.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'convoy%'") == 3
+    assert (
+        pg.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'convoy%'") == 4
+    )  # in flight: INSERT and UPDATE; capture: rows and TRUNCATE
     removed = engine.complete(ctx)
     assert len(removed) == 2
     assert pg.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'convoy%'") == 0
