@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import airflow_home
 import pytest
+from cryptography.fernet import Fernet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +38,30 @@ os.environ["CONVOY_RUNS_DIR"] = str(_AIRFLOW_HOME / "convoy-runs")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# As in any real deployment, the session's Airflow has a Fernet key (Airflow 3
+# writes no airflow.cfg, so a fresh home has none); tests that need no key or
+# another one set it themselves.
+os.environ["AIRFLOW__CORE__FERNET_KEY"] = Fernet.generate_key().decode()
 os.environ.setdefault("NO_COLOR", "1")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fernet() -> Iterator[None]:
+    """Airflow caches its Fernet object per process (``get_fernet``).
+
+    A test that changes the key (or has none) must not leave its Fernet to
+    the tests after it: cleared around every test, only once Airflow's crypto
+    module is imported.
+    """
+
+    def clear() -> None:
+        crypto = sys.modules.get("airflow.models.crypto")
+        if crypto is not None:
+            crypto.get_fernet.cache_clear()
+
+    clear()
+    yield
+    clear()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
