@@ -24,7 +24,7 @@ from convoy.engines.postgres import undo as undo_mod
 from convoy.engines.postgres.config import PostgresConfig
 from convoy.engines.postgres.locks import AdvisoryLock, lock_holders, lock_key
 from convoy.engines.postgres.migrate import load_files
-from convoy.engines.postgres.sql import Conn
+from convoy.engines.postgres.sql import Conn, relation_exists
 from convoy.operate.model import BackupItem, BackupRun, Checkpoint, DatastoreState
 from convoy.operate.versions import Attempt, AttemptState, judge_datastore, version_rows
 
@@ -43,20 +43,13 @@ def _connect_rw(conninfo: str, application_name: str) -> Conn:
     return conn
 
 
-def _exists(conn: Conn, schema: str, table: str) -> bool:
-    row = conn.execute(
-        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", [schema, table]
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def lock_name(cfg: PostgresConfig, datastore: str) -> str:
     return f"convoy:{cfg.schema}:datastore:{datastore}"
 
 
 def attempts(conn: Conn, cfg: PostgresConfig, datastore: str) -> list[Attempt]:
     """The history of ``datastore`` as attempts, oldest first (repaired ones left out)."""
-    if not _exists(conn, cfg.schema, "schema_history"):
+    if not relation_exists(conn, cfg.schema, "schema_history"):
         return []
     rows = conn.execute(
         sql.SQL(
@@ -101,7 +94,7 @@ def lock_holder(conn: Conn, cfg: PostgresConfig, datastore: str) -> str | None:
 
 
 def unfinished(conn: Conn, cfg: PostgresConfig, datastore: str) -> list[Checkpoint]:
-    if not _exists(conn, cfg.schema, "transform_checkpoints"):
+    if not relation_exists(conn, cfg.schema, "transform_checkpoints"):
         return []
     rows = conn.execute(
         sql.SQL(
@@ -153,7 +146,7 @@ def backups(conn: Conn, cfg: PostgresConfig, datastore: str) -> list[BackupRun]:
             entry["created"] = created
         return entry
 
-    if _exists(conn, bs, "manifest"):
+    if relation_exists(conn, bs, "manifest"):
         for (
             run_id,
             policy,
@@ -189,7 +182,7 @@ def backups(conn: Conn, cfg: PostgresConfig, datastore: str) -> list[BackupRun]:
                 entry["items"].append(
                     BackupItem("pg_dump", location, None, _file_size(location), restored)
                 )
-    if _exists(conn, bs, "undo_log"):
+    if relation_exists(conn, bs, "undo_log"):
         for (
             run_id,
             policy,
@@ -221,7 +214,7 @@ def backups(conn: Conn, cfg: PostgresConfig, datastore: str) -> list[BackupRun]:
     for run_id, entry in runs.items():
         audit = audit_table(run_id, datastore)
         items = list(entry["items"])
-        if _exists(conn, bs, audit):
+        if relation_exists(conn, bs, audit):
             items.append(
                 BackupItem("audit", f"{bs}.{audit}", None, _relation_size(conn, bs, audit))
             )
@@ -232,7 +225,7 @@ def backups(conn: Conn, cfg: PostgresConfig, datastore: str) -> list[BackupRun]:
 def in_flight(conn: Conn, cfg: PostgresConfig, datastore: str) -> dict[str, str]:
     """Runs that left work in flight here (transform triggers, unfinished checkpoints)."""
     out: dict[str, str] = {}
-    if _exists(conn, cfg.backup_schema, "undo_log"):
+    if relation_exists(conn, cfg.backup_schema, "undo_log"):
         for (run_id,) in conn.execute(
             sql.SQL(
                 "SELECT DISTINCT run_id FROM {}.undo_log WHERE datastore = %s"
@@ -323,7 +316,7 @@ def prune(
                                     )
                                 )
                     for registry in ("manifest", "undo_log"):
-                        if _exists(conn, cfg.backup_schema, registry):
+                        if relation_exists(conn, cfg.backup_schema, registry):
                             conn.execute(
                                 sql.SQL(
                                     "DELETE FROM {} WHERE run_id = %s AND datastore = %s"

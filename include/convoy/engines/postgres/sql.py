@@ -63,6 +63,14 @@ def table_name(value: str, field: str) -> TableName:
     return TableName(parts[0], parts[1]) if len(parts) == 2 else TableName(None, parts[0])
 
 
+def relation_exists(conn: Conn, schema: str, name: str) -> bool:
+    """Whether ``schema.name`` is a table (or other relation) now."""
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", [schema, name]
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def redact_dsn(conninfo: str) -> str:
     """The connection string without its password (for logs and reports)."""
     try:

@@ -44,7 +44,7 @@ from psycopg.types.json import Jsonb
 from convoy.engines.base import RunContext
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.locks import lock_key, retry_lock_timeouts
-from convoy.engines.postgres.sql import Conn, TableName
+from convoy.engines.postgres.sql import Conn, TableName, relation_exists
 
 #: Session setting that marks convoy's own writes (triggers skip them).
 ACTOR_SETTING = "convoy.actor"
@@ -138,10 +138,7 @@ def ensure_registry(conn: Conn, cfg: PostgresConfig) -> None:
 
 
 def registry_exists(conn: Conn, cfg: PostgresConfig) -> bool:
-    row = conn.execute(
-        "SELECT to_regclass(format('%%I.undo_log', %s::text)) IS NOT NULL", [cfg.backup_schema]
-    ).fetchone()
-    return bool(row and row[0])
+    return relation_exists(conn, cfg.backup_schema, "undo_log")
 
 
 def tables(conn: Conn, cfg: PostgresConfig, ctx: RunContext) -> list[UndoTable]:

@@ -17,7 +17,7 @@ from psycopg import sql
 from convoy.engines.base import RunContext
 from convoy.engines.postgres.config import PostgresConfig, pg_interval
 from convoy.engines.postgres.locks import lock_key
-from convoy.engines.postgres.sql import Conn
+from convoy.engines.postgres.sql import Conn, relation_exists
 from convoy.engines.postgres.undo import UndoTable, column_types, undo_column
 from convoy.observe.progress import Progress
 
@@ -43,7 +43,7 @@ class UndoOutcome:
 
 def pending(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> int:
     """Keys with before-images not yet reverted."""
-    if _exists(conn, cfg, t.flat_table):
+    if relation_exists(conn, cfg.backup_schema, t.flat_table):
         query = sql.SQL("SELECT count(DISTINCT convoy_key) FROM {} WHERE convoy_state IS NULL")
         table = t.flat_table
     else:
@@ -51,14 +51,6 @@ def pending(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> int:
         table = t.undo_table
     row = conn.execute(query.format(sql.Identifier(cfg.backup_schema, table))).fetchone()
     return int(row[0]) if row else 0
-
-
-def _exists(conn: Conn, cfg: PostgresConfig, table: str) -> bool:
-    row = conn.execute(
-        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
-        [cfg.backup_schema, table],
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def unpack(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> None:
@@ -94,7 +86,7 @@ def unpack(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> None:
             "SELECT pg_advisory_xact_lock(%s)",
             [lock_key("convoy-undo-unpack", cfg.backup_schema, t.undo_table)],
         )
-        if not _exists(conn, cfg, t.flat_table):
+        if not relation_exists(conn, cfg.backup_schema, t.flat_table):
             conn.execute(sql.SQL("CREATE TABLE {} AS {} WITH NO DATA").format(flat, source))
         conn.execute(
             sql.SQL(
@@ -202,7 +194,7 @@ def revert(
 
 def outcome_counts(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> UndoOutcome:
     """What reverting ``t`` did so far: restored, conflicting and gone keys."""
-    if not _exists(conn, cfg, t.flat_table):
+    if not relation_exists(conn, cfg.backup_schema, t.flat_table):
         return UndoOutcome(conflicts=[])
     rows = conn.execute(
         sql.SQL(
