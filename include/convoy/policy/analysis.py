@@ -54,11 +54,33 @@ class ThresholdRange(_Model):
     max: Number | None = None
 
 
+class SecretRef(_Model):
+    """The Kubernetes Secret a rollout pod reads a provider from (``execution: kubernetes``).
+
+    Keys (Flagger's): ``address`` (the base URL, e.g. ``http://prometheus.monitoring:9090``),
+    and ``token`` (bearer) or ``username`` + ``password`` (basic auth), both optional.
+    """
+
+    name: StrictStr = Field(
+        description="Secret in the policy namespace (DNS-1123 subdomain); keys address, "
+        "token, username, password."
+    )
+
+
+#: Keys of a provider's Secret; only ``address`` must be there.
+SECRET_KEYS = ("address", "token", "username", "password")
+
+
 class PrometheusProvider(_Model):
     conn_id: StrictStr = Field(
         "prometheus_default",
         description="Airflow connection of the Prometheus server (host, port, schema; "
         "password = bearer token, or login + password = basic auth).",
+    )
+    secret_ref: SecretRef | None = Field(
+        None,
+        description="execution: kubernetes: the Secret the rollout pod reads this provider "
+        "from (required there).",
     )
 
 
@@ -68,6 +90,11 @@ class HttpProvider(_Model):
         "credentials as for prometheus)."
     )
     path: StrictStr = Field("/", description="Path to GET; may use the query variables.")
+    secret_ref: SecretRef | None = Field(
+        None,
+        description="execution: kubernetes: the Secret the rollout pod reads this provider "
+        "from (required there).",
+    )
 
 
 class Provider(_Model):

@@ -23,6 +23,7 @@ CANARY_KINDS = ("Deployment", "StatefulSet")
 def check_analysis(reporter: Reporter, data: dict[str, Any]) -> None:
     """Templates (names, provider, query, range) and every reference to them."""
     known = _check_templates(reporter, data.get("analysisTemplates"))
+    _check_secrets(reporter, data)
     rollout = mapping(data.get("rollout"))
     for key in ("analysis", "waveAnalysis"):
         _references(reporter, ("rollout", key), rollout.get(key), known)
@@ -99,6 +100,55 @@ def _check_template(reporter: Reporter, path: FieldPath, tpl: dict[str, Any]) ->
             reporter.error((*path, "thresholdRange"), "give min, max or both")
         elif len(numbers) == 2 and low > high:  # type: ignore[operator]
             reporter.error((*path, "thresholdRange"), f"min {low} is above max {high}")
+
+
+def _check_secrets(reporter: Reporter, data: dict[str, Any]) -> None:
+    """``secretRef`` of every provider: a valid name, required in rollout pods, one per connection.
+
+    In rollout pods (``execution: kubernetes``, the default) there is no Airflow
+    connection: the pod reads the provider's address and credentials from the
+    Secret, through ``secretKeyRef`` env (docs/rollout.md, "Execution modes").
+    The pod keys providers by connection id, so one connection has one Secret.
+    """
+    execution = data.get("execution", "kubernetes")
+    in_pods = execution == "kubernetes" or not isinstance(execution, str)
+    seen: dict[tuple[str, str], tuple[str, FieldPath]] = {}
+    for path, tpl in mappings(("analysisTemplates",), data.get("analysisTemplates")):
+        provider = mapping(tpl.get("provider"))
+        for key in PROVIDERS:
+            if not isinstance(provider.get(key), dict):
+                continue
+            spec = provider[key]
+            ref = spec.get("secretRef")
+            ref_path = (*path, "provider", key, "secretRef")
+            if ref is None:
+                if in_pods:
+                    reporter.error(
+                        (*path, "provider", key),
+                        "execution: kubernetes: the rollout pod reads this provider from a "
+                        "Kubernetes Secret; add secretRef: {name: <secret>} (keys address, "
+                        "token or username and password), or set execution: local",
+                        at_key=True,
+                    )
+                continue
+            name = mapping(ref).get("name")
+            if not isinstance(name, str):
+                continue
+            message = names.dns_subdomain(name, "secret name")
+            if message:
+                reporter.error((*ref_path, "name"), message)
+                continue
+            conn = spec.get("connId", "prometheus_default" if key == "prometheus" else None)
+            if not isinstance(conn, str):
+                continue
+            first = seen.setdefault((key, conn), (name, ref_path))
+            if first[0] != name:
+                line = reporter.doc.value_mark(first[1]).line
+                reporter.error(
+                    (*ref_path, "name"),
+                    f"{key} connection '{conn}' is read from Secret '{first[0]}' (line {line}); "
+                    "the rollout pod has one Secret per connection",
+                )
 
 
 def _variables(reporter: Reporter, path: FieldPath, text: Any) -> bool:

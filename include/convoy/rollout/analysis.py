@@ -50,11 +50,14 @@ class AnalysisSpec:
     failure_limit: int = 0
     inconclusive_limit: int = 0
     on_no_data: Verdict = "inconclusive"
+    #: Kubernetes Secret a rollout pod reads the provider from ("" = the Airflow connection only).
+    secret: str = ""
 
     @classmethod
     def from_template(cls, tpl: AnalysisTemplate) -> AnalysisSpec:
         if tpl.provider.http is not None:
             provider, conn_id, query = "http", tpl.provider.http.conn_id, tpl.provider.http.path
+            ref = tpl.provider.http.secret_ref
             low: float | None = 1.0
             high: float | None = 1.0
         else:
@@ -64,6 +67,7 @@ class AnalysisSpec:
                 tpl.provider.prometheus.conn_id,
                 tpl.query or "",
             )
+            ref = tpl.provider.prometheus.secret_ref
             bounds = tpl.threshold_range
             low = None if bounds is None or bounds.min is None else float(bounds.min)
             high = None if bounds is None or bounds.max is None else float(bounds.max)
@@ -81,6 +85,7 @@ class AnalysisSpec:
             failure_limit=tpl.failure_limit,
             inconclusive_limit=tpl.inconclusive_limit,
             on_no_data=verdicts.get(tpl.on_no_data, "inconclusive"),
+            secret=ref.name if ref is not None else "",
         )
 
     @classmethod
@@ -133,12 +138,14 @@ class AnalysisRun:
     measurements: list[Measurement] = field(default_factory=list)
     count: int = 0
     dry_run: bool = False
+    #: What the approver decided about an inconclusive analysis ("approved by alice", ...).
+    decision: str = ""
 
     def failed_values(self) -> list[float | None]:
         return [m.value for m in self.measurements if m.verdict == "fail"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "template": self.template,
             "provider": self.provider,
             "query": self.query,
@@ -150,6 +157,29 @@ class AnalysisRun:
             "dryRun": self.dry_run,
             "measurements": [m.to_dict() for m in self.measurements],
         }
+        if self.decision:
+            data["decision"] = self.decision
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AnalysisRun:
+        """The run as :meth:`to_dict` wrote it (a task resumed after an approval goes on with it)."""
+        return cls(
+            template=str(data["template"]),
+            provider=str(data["provider"]),
+            query=str(data["query"]),
+            range=str(data["range"]),
+            where=str(data["where"]),
+            service=str(data["service"]),
+            phase=data.get("phase", "running"),
+            measurements=[
+                Measurement(str(m["at"]), m.get("value"), m["verdict"], str(m.get("message") or ""))
+                for m in data.get("measurements") or ()
+            ],
+            count=int(data.get("count") or 0),
+            dry_run=bool(data.get("dryRun")),
+            decision=str(data.get("decision") or ""),
+        )
 
     def summary(self) -> str:
         values = ", ".join(_fmt(m.value) + f" ({m.verdict})" for m in self.measurements)
@@ -185,14 +215,16 @@ class AnalysisInconclusive(RolloutError):
 
     def __init__(self, run: AnalysisRun, runs: Sequence[AnalysisRun] = ()) -> None:
         notes = "; ".join(sorted({m.message for m in run.measurements if m.message})) or "no data"
+        decided = f"; {run.decision}" if run.decision else ""
         super().__init__(
-            f"analysis {run.template} of {run.service} ({run.where}) was inconclusive: {notes}; "
-            f"query: {run.query}",
+            f"analysis {run.template} of {run.service} ({run.where}) was inconclusive: {notes}"
+            f"{decided}; query: {run.query}",
             service=run.service,
             template=run.template,
             query=run.query,
             inconclusive=True,
             analysis=[r.to_dict() for r in (runs or (run,))],
+            **({"decision": run.decision} if run.decision else {}),
         )
 
 

@@ -1,4 +1,9 @@
-"""``python -m convoy.rollout apply|revert|status`` — what the rollout pod runs.
+"""``python -m convoy.rollout apply|verify|revert|status|analyze`` — what the rollout pod runs.
+
+``verify`` is ``apply`` through the canary steps and analyses of a frozen spec
+(``--spec-json``); ``analyze`` measures a spec's analyses on workloads it does
+not change (``rollout.waveAnalysis``). Their providers come from Kubernetes
+Secrets through environment variables (:mod:`convoy.rollout.providers.secrets`).
 
 The result JSON is the last line on stdout, and is also written to
 ``/airflow/xcom/return.json`` when ``/airflow/xcom`` exists (``CONVOY_XCOM_PATH``
@@ -36,16 +41,29 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m convoy.rollout", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    for action in ("apply", "revert", "status"):
+    for action in ("apply", "verify", "revert", "status", "analyze"):
         p = sub.add_parser(action)
-        p.add_argument("--namespace", required=True)
-        p.add_argument("--kind", required=True, choices=KINDS)
-        p.add_argument("--name", required=True)
+        if action != "analyze":
+            p.add_argument("--namespace", required=True)
+            p.add_argument("--kind", required=True, choices=KINDS)
+            p.add_argument("--name", required=True)
         p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster if available)")
         p.add_argument("--context", help="kubeconfig context")
         p.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
         p.add_argument("-v", "--verbose", action="store_true")
-        if action == "status":
+        if action in ("verify", "analyze"):
+            p.add_argument(
+                "--spec-json",
+                required=True,
+                help="the frozen verification as JSON (verify: canary, analyses, templates; "
+                "analyze: analyses, templates, targets)",
+            )
+        if action == "verify":
+            p.add_argument("--service", required=True, help="the policy's service name")
+        if action == "analyze":
+            p.add_argument("--where", default="analysis", help='e.g. "wave 1"')
+            p.add_argument("--dry-run", action="store_true")
+        if action in ("status", "analyze"):
             continue
         p.add_argument(
             "--container",
@@ -92,9 +110,28 @@ def _containers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> di
         ):
             parser.error('--previous-json must be an object {"container": "image"}')
         out = {**data, **out}
-    if args.action == "apply" and not out:
-        parser.error("apply needs at least one --container NAME=IMAGE")
+    if args.action in ("apply", "verify") and not out:
+        parser.error(f"{args.action} needs at least one --container NAME=IMAGE")
     return out
+
+
+def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``--spec-json`` as an object whose templates and analyses have the right shape."""
+    raw = getattr(args, "spec_json", None)
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        parser.error(f"--spec-json is not JSON: {exc}")
+    if not isinstance(data, dict) or not isinstance(data.get("templates", {}), dict):
+        parser.error('--spec-json must be an object with "templates" {name: spec}')
+    for key in ("canary", "analyses", "targets"):
+        if not isinstance(data.get(key, []), list):
+            parser.error(f"--spec-json: {key} must be a list")
+    if args.action == "analyze" and not data.get("targets"):
+        parser.error("analyze needs targets in --spec-json")
+    return data
 
 
 def _api_client(args: argparse.Namespace) -> Any:
@@ -127,6 +164,31 @@ def _emit(payload: dict[str, Any], *, xcom: bool = True) -> None:
     sys.stdout.flush()
 
 
+def _verified(runner: Any, spec: dict[str, Any]) -> Any:
+    """A ``VerifiedRollout`` whose providers come from the pod's Secret variables.
+
+    A missing Secret raises ``ProviderSecretMissing`` here, before anything changes.
+    """
+    from convoy.rollout.analysis import Analyzer
+    from convoy.rollout.canary import VerifiedRollout
+    from convoy.rollout.providers.secrets import providers_from_env
+
+    providers = providers_from_env(dict(spec.get("templates") or {}), os.environ)
+    return VerifiedRollout(runner, Analyzer(providers, log=runner.log))
+
+
+def _verified_so_far(verified: Any) -> dict[str, Any]:
+    """The analyses and canary steps a failed ``verify``/``analyze`` got through (the report's)."""
+    if verified is None:
+        return {}
+    out: dict[str, Any] = {}
+    if verified.analyzer.runs:
+        out["analysis"] = [r.to_dict() for r in verified.analyzer.runs]
+    if verified.steps:
+        out["canary"] = list(verified.steps)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -136,17 +198,39 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
     )
     containers = _containers(args, parser)
+    spec = _spec(args, parser)
     if getattr(args, "only_if_run_id", None) == "":
         parser.error("--only-if-run-id needs a run id")
     from convoy.rollout.runner import RolloutRunner, Target  # imports the Kubernetes client
 
+    verified: Any = None
     try:
         runner = RolloutRunner(
             _api_client(args),
             log=log,
             stall_seconds=getattr(args, "stall_seconds", 30.0),
         )
+        if args.action in ("verify", "analyze"):
+            verified = _verified(runner, spec)
+        if args.action == "analyze":
+            from convoy.rollout.verify import analyze_targets
+
+            runs = analyze_targets(runner, verified.analyzer, spec["targets"], spec,
+                                   where=args.where, dry_run=args.dry_run)  # fmt: skip
+            _emit({"ok": True, "action": "analyze", "dryRun": args.dry_run,
+                   "analysis": [r.to_dict() for r in runs]})  # fmt: skip
+            return EXIT_OK
         target = Target(args.namespace, args.kind, args.name, containers)
+        if args.action == "verify":
+            from convoy.rollout.verify import verify_apply
+
+            done = verify_apply(
+                verified, target, spec, service=args.service,
+                deadline_seconds=args.deadline_seconds, dry_run=args.dry_run, run_id=args.run_id,
+            )  # fmt: skip
+            # The rollout's result with the analyses and canary steps, as local tasks push them.
+            _emit({"ok": True, "verified": True, **done.to_dict()})
+            return EXIT_OK
         if args.action == "status":
             result = runner.status(target)
         elif args.action == "apply":
@@ -166,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     except RolloutError as exc:
         log.error("%s failed: %s", args.action, exc.message)
-        _emit({"action": args.action, "ok": False, **exc.to_dict()})
+        _emit({"action": args.action, "ok": False, **_verified_so_far(verified), **exc.to_dict()})
         return EXIT_FAILED
     except Exception as exc:  # configuration problems (kubeconfig, context...)
         log.error("%s failed: %s: %s", args.action, type(exc).__name__, exc)

@@ -158,6 +158,20 @@ class NothingToRevert(RolloutError):
     retriable_in_revert = False
 
 
+class ProviderSecretMissing(RolloutError):
+    """A rollout pod found no address for an analysis provider in its Secret."""
+
+    def __init__(self, provider: str, conn_id: str, secret: str, env: str) -> None:
+        where = f"Secret {secret!r}" if secret else "no Secret (provider secretRef)"
+        super().__init__(
+            f"{provider} analyses ({conn_id}): {where} gives no address (key address, env "
+            f"{env} of the rollout pod); create the Secret in the policy namespace",
+            provider=provider,
+            connId=conn_id,
+            secret=secret,
+        )
+
+
 __all__ = [
     "ApiUnavailable",
     "ConflictRetriesExhausted",
@@ -169,6 +183,7 @@ __all__ = [
     "NothingToRevert",
     "PodFailure",
     "PodUnschedulable",
+    "ProviderSecretMissing",
     "RolloutError",
     "UnsupportedUpdateStrategy",
     "WorkloadNotFound",

@@ -64,6 +64,7 @@ ROLLOUT_ERRORS = {
     "NothingToRevert": (False, False),
     "PodFailure": (False, True),
     "PodUnschedulable": (False, True),
+    "ProviderSecretMissing": (False, True),
     "UnsupportedUpdateStrategy": (False, True),
     "WorkloadNotFound": (False, False),
 }

@@ -19,9 +19,11 @@ def _policy(tmp_path: Path) -> Path:
         "metadata": {"name": "shop"}, "startDate": "2026-01-01",
         "kubernetes": {"namespace": "shop", "runnerImage": "r/convoy:1"},
         "analysisTemplates": [
-            {"name": "errors", "provider": {"prometheus": {"connId": "prom"}}, "query": QUERY,
+            {"name": "errors", "query": QUERY,
+             "provider": {"prometheus": {"connId": "prom", "secretRef": {"name": "prom-creds"}}},
              "thresholdRange": {"max": 0.01}, "interval": "1s", "count": 2},
-            {"name": "health", "provider": {"http": {"connId": "gw", "path": "/h/{{ service }}"}}},
+            {"name": "health", "provider": {"http": {"connId": "gw", "path": "/h/{{ service }}",
+                                                    "secretRef": {"name": "gw-creds"}}}},
         ],
         "rollout": {"analysis": ["errors"], "waveAnalysis": ["health"]},
         "services": [
@@ -47,6 +49,8 @@ def test_the_record_holds_what_verifies_each_step(tmp_path: Path) -> None:
     assert cart["analyses"] == ["errors"]
     assert cart["templates"]["errors"]["query"] == QUERY  # unrendered: variables filled per run
     assert cart["templates"]["errors"]["max"] == 0.01
+    # The rollout pod reads the provider from this Secret (execution: kubernetes).
+    assert cart["templates"]["errors"]["secret"] == "prom-creds"
     assert record.wave_verify["analyses"] == ["health"]
     assert record.wave_verify["templates"]["health"]["provider"] == "http"
     # It round-trips through the stored JSON with its digest.

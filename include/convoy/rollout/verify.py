@@ -1,0 +1,82 @@
+"""Verified steps from a frozen spec: what ``python -m convoy.rollout verify|analyze`` runs.
+
+The spec is the run record's (:mod:`convoy.plan.verify`): ``verify[service]``
+for a service's rollout (canary steps, analyses after it, their templates) and
+``wave_verify`` plus the wave's targets for ``rollout.waveAnalysis``. The
+Airflow tasks of ``execution: local`` and the rollout pods run the same code on
+the same data; only where the providers come from differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from convoy.observe.progress import ProgressSink
+from convoy.rollout.analysis import AnalysisRun, AnalysisSpec, Analyzer, require
+from convoy.rollout.canary import VerifiedResult, VerifiedRollout
+from convoy.rollout.runner import RolloutRunner, Target
+
+
+def templates(spec: Mapping[str, Any]) -> dict[str, AnalysisSpec]:
+    return {n: AnalysisSpec.from_dict(d) for n, d in dict(spec.get("templates") or {}).items()}
+
+
+def verify_apply(
+    verified: VerifiedRollout,
+    target: Target,
+    spec: Mapping[str, Any],
+    *,
+    service: str,
+    deadline_seconds: float,
+    dry_run: bool,
+    run_id: str | None,
+    progress: ProgressSink | None = None,
+) -> VerifiedResult:
+    """Roll ``target`` out through the spec's canary steps, then its analyses."""
+    known = templates(spec)
+    return verified.apply(
+        target,
+        service=service,
+        canary=list(spec.get("canary") or ()),
+        analyses=[known[n] for n in spec.get("analyses") or () if n in known],
+        templates=known,
+        deadline_seconds=deadline_seconds,
+        dry_run=dry_run,
+        run_id=run_id,
+        progress=progress,
+    )
+
+
+def analyze_targets(
+    runner: RolloutRunner,
+    analyzer: Analyzer,
+    targets: Sequence[Mapping[str, Any]],
+    spec: Mapping[str, Any],
+    *,
+    where: str,
+    dry_run: bool,
+) -> list[AnalysisRun]:
+    """Each of the spec's analyses for each target, with that target's variables.
+
+    ``targets``: ``{"service", "namespace", "kind", "workload", "containers"}``.
+    The first failed or inconclusive analysis raises (never in a dry run).
+    """
+    known = templates(spec)
+    verified = VerifiedRollout(runner, analyzer)
+    for step in targets:
+        target = Target(
+            str(step["namespace"]), str(step["kind"]), str(step["workload"]),
+            {str(c): str(i) for c, i in dict(step.get("containers") or {}).items()},
+        )  # fmt: skip
+        service = str(step["service"])
+        values = verified.query_values(service, target, runner._get(target.ref))
+        for name in spec.get("analyses") or ():
+            if name not in known:
+                continue
+            run = analyzer.run(known[name], values, service=service, where=where, dry_run=dry_run)
+            require(run, analyzer.runs)
+    return list(analyzer.runs)
+
+
+__all__ = ["analyze_targets", "templates", "verify_apply"]

@@ -1,0 +1,240 @@
+"""``python -m convoy.rollout verify|analyze`` as a subprocess: what a rollout pod runs.
+
+The provider is the HTTP check against a small local server that answers only
+with the bearer token of the pod's Secret (handed over as the environment
+variables the pod's ``secretKeyRef`` would set), and fails images tagged
+``-errors``. The workloads are on the emulated cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convoy.plan.verify import service_verify
+from convoy.policy import load_policy
+from convoy.rollout.providers.secrets import secret_env
+
+pytestmark = pytest.mark.integration
+
+NS = "shop"
+TOKEN = "s3cret-token"
+OLD, NEW = "registry.example.com/db:1.0.0", "registry.example.com/db:2.0.0"
+
+
+class Health:
+    """``GET /health/<image>``: 401 without the token, 500 for ``-errors`` images, else 200."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                auth = self.headers.get("Authorization", "")
+                outer.seen.append((self.path, auth))
+                code = 401 if auth != f"Bearer {TOKEN}" else 500 if "-errors" in self.path else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def health() -> Iterator[Health]:
+    server = Health()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+POLICY = f"""\
+apiVersion: convoy/v1
+kind: UpgradePolicy
+metadata: {{name: shop}}
+kubernetes: {{namespace: {NS}, runnerImage: registry.example.com/convoy:0.1.0}}
+analysisTemplates:
+  - name: health
+    provider: {{http: {{connId: gateway, path: "/health/{{{{ image }}}}",
+                       secretRef: {{name: gateway-creds}}}}}}
+    count: 2
+    interval: 100ms
+services:
+  - name: db
+    workload: {{kind: StatefulSet, name: db}}
+    containers: {{server: IMAGE}}
+    analysis: [health]
+    canary:
+      steps:
+        - pods: 1
+        - analysis: health
+"""
+
+
+def spec_for(tmp_path: Path, image: str) -> dict[str, Any]:
+    """The frozen verify spec of the policy's service, as preflight would put in the run record."""
+    path = tmp_path / "shop.yaml"
+    path.write_text(POLICY.replace("IMAGE", image))
+    return service_verify(load_policy(path).policy, "db")
+
+
+def secret_environ(spec: dict[str, Any], address: str) -> dict[str, str]:
+    """The variables the pod's ``secretKeyRef`` env gives the runner (Secret gateway-creds)."""
+    values = {"address": address, "token": TOKEN}
+    return {e.env: values[e.key] for e in secret_env(spec["templates"]) if e.key in values}
+
+
+def run_cli(
+    kubeconfig: Path, xcom: Path, extra_env: dict[str, str], *args: str
+) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env.update(extra_env, CONVOY_XCOM_PATH=str(xcom))
+    proc = subprocess.run(
+        [sys.executable, "-m", "convoy.rollout", *args, "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    return proc.returncode, (json.loads(lines[-1]) if lines else {}), proc
+
+
+@pytest.fixture
+def kubeconfig(emulated_cluster: Any, tmp_path: Path) -> Path:
+    emulated_cluster.add_workload("StatefulSet", NS, "db", {"server": OLD}, replicas=3)
+    return Path(emulated_cluster.write_kubeconfig(tmp_path / "kubeconfig"))
+
+
+def verify(
+    kubeconfig: Path, tmp_path: Path, spec: dict[str, Any], env: dict[str, str], image: str
+) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
+    return run_cli(
+        kubeconfig, tmp_path / "xcom" / "return.json", env,
+        "verify", "--namespace", NS, "--kind", "StatefulSet", "--name", "db",
+        "--container", f"server={image}", "--service", "db", "--spec-json", json.dumps(spec),
+        "--deadline-seconds", "30", "--run-id", "run-1",
+    )  # fmt: skip
+
+
+def test_verify_passes_canary_and_analyses(
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: Health
+) -> None:
+    spec = spec_for(tmp_path, NEW)
+    code, out, proc = verify(kubeconfig, tmp_path, spec, secret_environ(spec, health.url), NEW)
+    assert code == 0, proc.stderr
+    assert out["ok"] is True
+    assert out["verified"] is True
+    assert out["action"] == "apply"
+    assert out["status"] == "complete"
+    assert out["previousImages"] == {"server": OLD}
+    assert [(r["where"], r["phase"]) for r in out["analysis"]] == [
+        ("canary step 2 (1/3 pods updated)", "successful"),
+        ("after rollout", "successful"),
+    ]
+    assert [m["verdict"] for r in out["analysis"] for m in r["measurements"]] == ["pass"] * 4
+    (step1, step2) = out["canary"]
+    assert step1["pods"] == 1
+    assert step1["updated"] == 1
+    assert step2 == {"step": 2, "analysis": "health", "phase": "successful"}
+    assert json.loads((tmp_path / "xcom" / "return.json").read_text()) == out
+    assert emulated_cluster.images("StatefulSet", NS, "db") == {"server": NEW}
+    # The token went to the provider in the header, and nowhere else.
+    assert {auth for _path, auth in health.seen} == {f"Bearer {TOKEN}"}
+    assert TOKEN not in proc.stdout + proc.stderr
+
+
+def test_failed_analysis_stops_the_canary_and_the_revert_undoes_it(
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: Health
+) -> None:
+    bad = NEW + "-errors"
+    spec = spec_for(tmp_path, bad)
+    code, out, proc = verify(kubeconfig, tmp_path, spec, secret_environ(spec, health.url), bad)
+    assert code == 1, proc.stderr
+    assert out["ok"] is False
+    assert out["action"] == "verify"
+    assert out["error"] == "AnalysisFailed"
+    assert out["failedValues"] == [0.0]
+    (run,) = out["analysis"]
+    assert run["phase"] == "failed"
+    assert run["where"] == "canary step 2 (1/3 pods updated)"
+    assert out["canary"][0]["updated"] == 1
+    assert "Traceback" not in proc.stderr
+    # Held at the canary: one pod on the new image, the partition still up.
+    sts = emulated_cluster.get_workload("StatefulSet", NS, "db")
+    assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 2
+
+    # What the revert pod of the rollback runs after a failed verify (pods.py).
+    code, out, proc = run_cli(
+        kubeconfig, tmp_path / "revert.json", {},
+        "revert", "--namespace", NS, "--kind", "StatefulSet", "--name", "db",
+        "--deadline-seconds", "30", "--run-id", "run-1", "--only-if-run-id", "run-1",
+    )  # fmt: skip
+    assert code == 0, proc.stderr
+    assert out["reverted"] is True
+    assert emulated_cluster.images("StatefulSet", NS, "db") == {"server": OLD}
+    sts = emulated_cluster.get_workload("StatefulSet", NS, "db")
+    assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 0
+
+
+def test_missing_secret_fails_before_anything_changes(
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    spec = spec_for(tmp_path, NEW)
+    code, out, proc = verify(kubeconfig, tmp_path, spec, {}, NEW)
+    assert code == 1, proc.stderr
+    assert out["error"] == "ProviderSecretMissing"
+    assert "Secret 'gateway-creds' gives no address" in out["message"]
+    assert not [r for r in emulated_cluster.requests if r.verb == "PATCH"]
+    assert emulated_cluster.images("StatefulSet", NS, "db") == {"server": OLD}
+
+
+@pytest.mark.parametrize(
+    ("image", "code", "phase"), [(NEW, 0, "successful"), (NEW + "-errors", 1, "failed")]
+)
+def test_analyze_measures_a_wave_without_changing_it(
+    emulated_cluster: Any,
+    kubeconfig: Path,
+    tmp_path: Path,
+    health: Health,
+    image: str,
+    code: int,
+    phase: str,
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "cart", {"server": image}, replicas=2)
+    spec = spec_for(tmp_path, NEW)
+    wave = {
+        "analyses": ["health"],
+        "templates": spec["templates"],
+        "targets": [
+            {"service": "cart", "namespace": NS, "kind": "Deployment", "workload": "cart",
+             "containers": {"server": image}},
+        ],
+    }  # fmt: skip
+    got, out, proc = run_cli(
+        kubeconfig, tmp_path / "wave.json", secret_environ(spec, health.url),
+        "analyze", "--spec-json", json.dumps(wave), "--where", "wave 1",
+    )  # fmt: skip
+    assert got == code, proc.stderr
+    (run,) = out["analysis"]
+    assert (run["service"], run["where"], run["phase"]) == ("cart", "wave 1", phase)
+    assert run["query"] == f"/health/{image}"
+    assert not [r for r in emulated_cluster.requests if r.verb == "PATCH"]
+    if code:
+        assert out["error"] == "AnalysisFailed"
