@@ -23,7 +23,12 @@ Backup, on the same table one after the other:
 
 Transform, each on a fresh table: one ``UPDATE`` of every row; convoy's
 transform (before-images into the run's undo table in each batch's
-statement, in-flight trigger installed); and, as a reference for what the
+statement, in-flight trigger installed) in one session, as
+``engine.transform`` runs a transform without partitions; the same transform
+as the DAG runs it by default (``engine.partitions`` into
+``CONVOY_MAX_PARTITIONS`` = 4 key ranges, each range's batches in its own
+session at the same time, as the mapped transform tasks do: timed from the
+split to the end of the last range); and, as a reference for what the
 before-images cost, convoy's batches with before-images switched off
 (``--no-reference`` skips it). Reports rows/s, the ratio to the single
 ``UPDATE``, the longest transaction, the writer's latencies, the WAL written
@@ -57,12 +62,13 @@ sys.path.insert(0, str(HERE))
 import pg_transform  # noqa: E402
 
 BACKUP_METHODS = ("old_backup", "convoy_backup")
-TRANSFORM_METHODS = ("single", "batched", "batched_plain")
+TRANSFORM_METHODS = ("single", "batched", "batched_parts", "batched_plain")
 LABELS = {
     "old_backup": "old: SHARE lock + copy",
     "convoy_backup": "convoy `backup: snapshot`",
     "single": "single UPDATE",
-    "batched": "convoy transform (before-images + trigger)",
+    "batched": "convoy transform (before-images + trigger), one session",
+    "batched_parts": "convoy transform as the DAG runs it: 4 key ranges at once",
     "batched_plain": "reference: convoy batches, no before-images",
 }
 
@@ -198,6 +204,8 @@ def run_worker(method: str, dsn: str, batch_size: int) -> dict[str, Any]:
         result = pg_transform.worker_single(dsn)
     elif method == "batched":
         result = pg_transform.worker_batched(dsn, batch_size)
+    elif method == "batched_parts":
+        result = pg_transform.worker_batched(dsn, batch_size, partitions=4)
     else:
         result = worker_batched_plain(dsn, batch_size)
     result["wal_bytes"] = wal_bytes(dsn, before, wal_lsn(dsn))
@@ -301,7 +309,7 @@ def run_size(
 ) -> list[dict[str, Any]]:
     """``repeat`` rounds; each method's order turns from round to round."""
     results: list[dict[str, Any]] = []
-    transforms = TRANSFORM_METHODS if reference else TRANSFORM_METHODS[:2]
+    transforms = TRANSFORM_METHODS if reference else TRANSFORM_METHODS[:3]
     for rep in range(repeat):
         reset(dsn)
         create_table(dsn, rows)
