@@ -1,8 +1,9 @@
-"""rollout.waveAnalysis in the DAG: one task per wave that later waves wait for; verified steps
-are refused in rollout pods (execution: kubernetes)."""
+"""rollout.waveAnalysis in the DAG: one task per wave that later waves wait for, in local mode
+and in rollout pods (execution: kubernetes)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import pytest
 from dag_policies import policy_dict
 
 from convoy.airflow import build_dag
-from convoy.airflow.analysis import FROM_RUN_RECORD, VerifiedInPods
+from convoy.airflow.analysis import FROM_RUN_RECORD, ProviderSecretRequired
+from convoy.airflow.pods import RolloutPodOperator, WaveAnalysisPodOperator
 from convoy.policy import load_policy
 
 TEMPLATE = {
@@ -23,7 +25,7 @@ TEMPLATE = {
 
 
 def _verified(**rollout: Any) -> dict[str, Any]:
-    data = policy_dict("shop", analysisTemplates=[TEMPLATE])
+    data = policy_dict("shop", analysisTemplates=[copy.deepcopy(TEMPLATE)])
     data["rollout"].update(rollout)
     return data
 
@@ -60,12 +62,33 @@ def test_without_wave_analysis_waves_are_no_barriers(write_policy: Callable[...,
     assert "{{ workload }}" not in repr(kwargs)
 
 
-@pytest.mark.parametrize("rollout", [{"analysis": ["errors"]}, {"waveAnalysis": ["errors"]}])
-def test_verified_steps_are_refused_in_rollout_pods(
-    write_policy: Callable[..., Path], rollout: dict[str, Any]
-) -> None:
-    data = _verified(**rollout)
+def test_verified_policy_builds_with_rollout_pods(write_policy: Callable[..., Path]) -> None:
+    data = _verified(analysis=["errors"], waveAnalysis=["errors"])
     data["execution"] = "kubernetes"
-    loaded = load_policy(write_policy("s.yaml", data))
-    with pytest.raises(VerifiedInPods, match="execution: local"):
+    prometheus = data["analysisTemplates"][0]["provider"]["prometheus"]
+    prometheus["secretRef"] = {"name": "prom-creds"}
+    dag = build_dag(load_policy(write_policy("s.yaml", data)))
+    t = dag.task_dict
+    assert isinstance(t["wave_1.rollout_cart"], RolloutPodOperator)
+    wave = t["wave_1.analysis"]
+    assert isinstance(wave, WaveAnalysisPodOperator)
+    assert wave.wave == 1
+    assert wave.retries == 0
+    assert wave.trigger_rule == "none_failed"
+    # The same barriers as in local mode.
+    assert wave.upstream_task_ids == {"wave_1.rollout_cart"}
+    assert t["wave_2.rollout_checkout"].upstream_task_ids == {"wave_1.analysis"}
+    assert "wave_1.analysis" in t["rollback.gate"].upstream_task_ids
+    # Queries are given to the pod at run time, never as templated arguments.
+    assert "{{ workload }}" not in repr(t["wave_1.rollout_cart"].arguments)
+
+
+@pytest.mark.parametrize("rollout", [{"analysis": ["errors"]}, {"waveAnalysis": ["errors"]}])
+def test_rollout_pods_need_the_providers_secret(
+    write_policy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, rollout: dict[str, Any]
+) -> None:
+    """A local policy run in pods through CONVOY_EXECUTION_MODE has no secretRef to read."""
+    loaded = load_policy(write_policy("s.yaml", _verified(**rollout)))
+    monkeypatch.setenv("CONVOY_EXECUTION_MODE", "kubernetes")
+    with pytest.raises(ProviderSecretRequired, match="errors: rollout pods"):
         build_dag(loaded)

@@ -46,22 +46,27 @@ def rollout_kwargs(policy: Policy, service: str) -> dict[str, Any]:
     return {"verify": dict(FROM_RUN_RECORD)} if verify_kwargs(policy, service) else {}
 
 
-class VerifiedInPods(ValueError):
-    """Canary steps and analyses run in-process (``execution: local``), not in rollout pods."""
+class ProviderSecretRequired(ValueError):
+    """A rollout pod reads analysis providers from Kubernetes Secrets; a template names none."""
 
 
-def refuse_in_pods(policy: Policy, service: str) -> None:
-    """Raise :class:`VerifiedInPods` for a verified step of a DAG whose rollouts run in pods.
+def require_pod_secrets(policy: Policy) -> None:
+    """Raise :class:`ProviderSecretRequired` when a template has no ``secretRef``.
 
-    A rollout pod has no Airflow connection to reach the metrics provider with,
-    and the worker has no Role on the workloads (docs/rollout.md, "Execution
-    modes"): rather than rolling out unverified, the DAG is not built.
+    The loader refuses that for ``execution: kubernetes``; this catches a
+    ``local`` policy run in pods through ``CONVOY_EXECUTION_MODE``, which would
+    otherwise roll out with analyses that cannot reach their provider.
     """
-    if verify_kwargs(policy, service) or policy.rollout.wave_analysis:
-        raise VerifiedInPods(
-            f"service {service}: canary steps and analyses run with execution: local; "
-            "rollout pods (execution: kubernetes) cannot reach the metrics provider yet "
-            "(docs/rollout.md)"
+    missing = []
+    for template in policy.analysis_templates:
+        provider = template.provider.prometheus or template.provider.http
+        if provider is not None and provider.secret_ref is None:
+            missing.append(template.name)
+    if missing:
+        raise ProviderSecretRequired(
+            f"analysis templates {', '.join(missing)}: rollout pods (execution: kubernetes) read "
+            "the provider from a Kubernetes Secret; give each provider a secretRef "
+            "(docs/rollout.md, Execution modes)"
         )
 
 

@@ -158,7 +158,7 @@ class _Builder:
     # -- forward path ------------------------------------------------------------
     def rollout_task(self, step: RolloutStep) -> Task:
         if self.mode == "kubernetes":
-            analysis.refuse_in_pods(self.loaded.policy, step.service)
+            analysis.require_pod_secrets(self.loaded.policy)
             pod = pods.rollout_pod(self.plan, self.settings, step)
             pod.outlets = assets.workload_assets(step)
             return pod
@@ -297,6 +297,10 @@ class _Builder:
         """``wave_<n>.analysis`` (``rollout.waveAnalysis``): later waves and phases follow it."""
         if not self.loaded.policy.rollout.wave_analysis:
             return None
+        if self.mode == "kubernetes":
+            pod = pods.wave_analysis_pod(self.plan, self.settings, wave)
+            self.wave_analysis_ids.append(pod.task_id)
+            return pod
         task = PythonOperator(
             task_id=analysis.WAVE_TASK_ID,
             python_callable=analysis.wave_analysis,

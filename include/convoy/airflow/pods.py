@@ -1,12 +1,20 @@
 """Rollout and revert steps as KubernetesPodOperators (``execution: kubernetes``).
 
-The pod runs ``python -m convoy.rollout apply|revert ...`` in the policy's
-``runnerImage`` with least privilege: non-root, read-only root filesystem, no
-capabilities, seccomp RuntimeDefault. Its JSON result comes back via XCom.
+The pod runs ``python -m convoy.rollout apply|verify|revert|analyze ...`` in the
+policy's ``runnerImage`` with least privilege: non-root, read-only root
+filesystem, no capabilities, seccomp RuntimeDefault. Its JSON result comes back
+via XCom.
+
+A verified step (canary steps, analyses) runs ``verify`` with the spec the run
+record froze, and ``rollout.waveAnalysis`` runs ``analyze`` in a pod of its own.
+Both are given at run time, after Airflow rendered the task's templates, so the
+queries' ``{{ variables }}`` never meet Jinja. The providers' addresses and
+credentials reach the pod only as ``secretKeyRef`` environment variables.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -18,6 +26,9 @@ from kubernetes.client import models as k8s
 
 from convoy.airflow import config, gates, local_rollout, retries
 from convoy.airflow import preflight as preflight_task
+from convoy.airflow.analysis import ANALYSIS_KEY, WAVE_TASK_ID
+from convoy.airflow.runtime import policy_name
+from convoy.observe import analysis_metrics
 from convoy.plan import Plan, RolloutStep
 from convoy.plan.record import RecordError, RunRecord
 from convoy.policy.models import KubernetesSettings
@@ -70,6 +81,116 @@ def container_resources(settings: KubernetesSettings) -> k8s.V1ResourceRequireme
         requests={"cpu": r.cpu_request, "memory": r.memory_request},
         limits={"cpu": r.cpu_limit, "memory": r.memory_limit},
     )
+
+
+#: Label of a pod that measures analyses: the NetworkPolicy that lets it reach the
+#: metrics providers selects it (deploy/policy-namespace/runner-analysis-networkpolicy.yaml).
+LABEL_ANALYSIS = "convoy.dev/analysis"
+
+#: Errors a rollout pod reports before it changed anything: its revert has nothing to undo.
+UNCHANGED_ERRORS = frozenset(
+    {"WorkloadNotFound", "ContainerNotFound", "ProviderSecretMissing", "UsageError"}
+)
+
+
+def secret_env_vars(templates: Mapping[str, Mapping[str, Any]]) -> list[k8s.V1EnvVar]:
+    """``valueFrom.secretKeyRef`` variables of the providers' Secrets (never a value).
+
+    Every key is optional, so a missing Secret or key still starts the pod, whose
+    runner then names the Secret and key it lacks (``ProviderSecretMissing``)
+    instead of a pod stuck in ``CreateContainerConfigError``.
+    """
+    from convoy.rollout.providers.secrets import secret_env
+
+    return [
+        _k8s(
+            k8s.V1EnvVar,
+            name=e.env,
+            value_from=_k8s(
+                k8s.V1EnvVarSource,
+                secret_key_ref=_k8s(
+                    k8s.V1SecretKeySelector, name=e.secret, key=e.key, optional=True
+                ),
+            ),
+        )
+        for e in secret_env(templates)
+    ]
+
+
+def _without(arguments: Sequence[str], options: frozenset[str]) -> list[str]:
+    """``arguments`` without ``options`` and their values (a re-run adds them afresh)."""
+    out: list[str] = []
+    i = 0
+    while i < len(arguments):
+        if arguments[i] in options and i + 1 < len(arguments):
+            i += 2
+            continue
+        out.append(arguments[i])
+        i += 1
+    return out
+
+
+def _run_id(arguments: Sequence[str]) -> str | None:
+    for i, arg in enumerate(arguments[:-1]):
+        if arg == "--run-id":
+            return arguments[i + 1]
+    return None
+
+
+def record_analyses(context: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+    """XCom ``analysis``/``canary`` and the analysis metrics of a pod's result, as local tasks.
+
+    The pod measured everything before it answered, so the measurements are
+    sent here at once (local tasks send them as they come). Never raises.
+    """
+    runs = result.get("analysis")
+    steps = result.get("canary")
+    ti = context["ti"]
+    try:
+        if isinstance(runs, list):
+            ti.xcom_push(key=ANALYSIS_KEY, value=runs)
+        if isinstance(steps, list) and steps:
+            ti.xcom_push(key="canary", value=steps)
+        policy = policy_name(context)
+        for run in runs if isinstance(runs, list) else ():
+            service, template = str(run.get("service")), str(run.get("template"))
+            for m in run.get("measurements") or ():
+                if m.get("value") is not None:
+                    analysis_metrics.value(policy, service, template, float(m["value"]))
+                analysis_metrics.measurement(policy, service, template, str(m.get("verdict")))
+            if run.get("phase") != "running" and not run.get("dryRun"):
+                analysis_metrics.finished(policy, service, template, str(run.get("phase")))
+    except Exception:
+        log = getattr(ti, "log", None)
+        if log is not None:
+            log.warning("analyses of the pod's result not recorded", exc_info=True)
+
+
+# The pods of one policy share these models instead of each building its own
+# (eleven objects per pod): at a thousand policies the copies were a third of
+# the objects the DAG processor kept alive, and its garbage collector walked
+# them all on every full collection. Each operator still gets its own lists,
+# because the KPO extends ``env_vars`` in place when it builds the pod; the
+# models themselves only hold constants, which rendering leaves as they are.
+_last_pod_parts: tuple[KubernetesSettings, dict[str, Any]] | None = None
+
+
+def _shared_pod_parts(settings: KubernetesSettings) -> dict[str, Any]:
+    global _last_pod_parts
+    if _last_pod_parts is None or _last_pod_parts[0] is not settings:
+        parts = {
+            "security_context": pod_security_context(),
+            "container_security_context": container_security_context(),
+            "xcom_sidecar_container_security_context": container_security_context(),
+            "container_resources": container_resources(settings),
+            "volumes": _k8s(k8s.V1Volume, name="tmp", empty_dir=_k8s(k8s.V1EmptyDirVolumeSource)),
+            "volume_mounts": _k8s(k8s.V1VolumeMount, name="tmp", mount_path="/tmp"),  # noqa: S108 (pod emptyDir)
+            "env_vars": _k8s(k8s.V1EnvVar, name="PYTHONDONTWRITEBYTECODE", value="1"),
+        }
+        _last_pod_parts = (settings, parts)
+    parts = _last_pod_parts[1]
+    lists = ("volumes", "volume_mounts", "env_vars")
+    return {key: [value] if key in lists else value for key, value in parts.items()}
 
 
 def container_args(containers: Sequence[tuple[str, str]]) -> list[str]:
@@ -142,7 +263,26 @@ class RolloutPodOperator(KubernetesPodOperator):
         self.arguments = frozen_arguments(self.arguments, frozen, self.service, images=True)
         if chosen["dry_run"] and "--dry-run" not in self.arguments:
             self.arguments = [*self.arguments, "--dry-run"]
+        spec = dict(frozen.verify.get(self.service) or {})
+        if spec:
+            rest = _without(self.arguments[1:], frozenset({"--service", "--spec-json"}))
+            self.arguments = [
+                "verify", *rest, "--service", self.service,
+                "--spec-json", json.dumps(spec, sort_keys=True),
+            ]  # fmt: skip
+            self.use_providers(spec)
         return None
+
+    def use_providers(self, spec: Mapping[str, Any]) -> None:
+        """The Secrets of the spec's providers as env, and the label of an analysing pod."""
+        from convoy.rollout.providers.secrets import ENV_PREFIX
+
+        env = [e for e in self.env_vars if not str(getattr(e, "name", "")).startswith(ENV_PREFIX)]
+        self.env_vars = [*env, *secret_env_vars(dict(spec.get("templates") or {}))]
+        self.labels = {**self.labels, LABEL_ANALYSIS: "true"}
+
+    def describe(self) -> str:
+        return f"{'revert' if self.reverting else 'rollout'} of {self.service}"
 
     def execute(self, context: Any) -> Any:
         self._convoy_context = context
@@ -168,8 +308,7 @@ class RolloutPodOperator(KubernetesPodOperator):
         if result is None or result.get("ok") is not False:
             return
         if not retries.is_retriable_name(str(result.get("error", "")), revert=self.reverting):
-            action = "revert" if self.reverting else "rollout"
-            retries.fail(f"{action} of {self.service} failed: {result.get('message')}", exc)
+            retries.fail(f"{self.describe()} failed: {result.get('message')}", exc)
 
     def extract_xcom(self, pod: k8s.V1Pod, *, ignore_kill_failure: bool = True) -> Any:
         # The KPO drops the sidecar result when the pod failed; keep it under our
@@ -182,6 +321,8 @@ class RolloutPodOperator(KubernetesPodOperator):
             self._convoy_result = result
         if self._convoy_context is not None and isinstance(result, dict):
             self._convoy_context["ti"].xcom_push(key=config.RESULT_KEY, value=result)
+            if "analysis" in result or "canary" in result:
+                record_analyses(self._convoy_context, result)
             self.record_result(self._convoy_context, result)
         return result
 
@@ -251,21 +392,72 @@ class RevertPodOperator(RolloutPodOperator):
         result = local_rollout.apply_result(context, self.apply_task_id)
         if result is None and self.apply_task_id not in failed:
             return {"service": self.service, "reverted": False, "reason": "never applied"}
-        if result is not None:
+        if result is not None and result.get("ok") is not False:
             previous = local_rollout.previous_images(result)
             if previous is None:
                 self.log.info("%s: nothing to revert", self.service)
                 return {"service": self.service, "reverted": False, "reason": "nothing changed"}
             self.arguments = [*self.arguments, *container_args(sorted(previous.items()))]
-        # Otherwise the apply pod failed without a result: the runner reverts from the
-        # convoy.dev/previous-images annotation it wrote when it patched the workload.
+            return None
+        if result is not None and str(result.get("error")) in UNCHANGED_ERRORS:
+            self.log.info("%s: the rollout failed before it changed anything", self.service)
+            return {"service": self.service, "reverted": False, "reason": "nothing changed"}
+        # The apply pod failed (a failed analysis, a crash loop...) with an error result,
+        # which has no previous images, or without a result: the runner reverts from the
+        # convoy.dev/previous-images annotation it wrote when it patched the workload, and
+        # only if this run patched it (else the annotation is an older run's).
+        run_id = _run_id(self.arguments)
+        if run_id and "--only-if-run-id" not in self.arguments:
+            self.arguments = [*self.arguments, "--only-if-run-id", run_id]
         return None
 
 
+class WaveAnalysisPodOperator(RolloutPodOperator):
+    """``rollout.waveAnalysis`` of one wave in a pod: ``python -m convoy.rollout analyze``.
+
+    The spec and the wave's targets come from the run record at run time; the
+    analyses go to XCom ``analysis`` as the local task's do.
+    """
+
+    wave: int = 0
+
+    def prepare_arguments(self, context: Mapping[str, Any]) -> Any:
+        frozen = preflight_task.run_record(context)
+        spec = dict(frozen.wave_verify or {})
+        steps = [s for w in frozen.plan.waves if w.index == self.wave for s in w.steps]
+        if not spec or not steps:
+            self.log.info("wave %d: no wave analysis to run", self.wave)
+            return []
+        spec["targets"] = [local_rollout.step_dict(s) for s in steps]
+        self.arguments = [
+            "analyze", "--spec-json", json.dumps(spec, sort_keys=True),
+            "--where", f"wave {self.wave}", *(["--dry-run"] if frozen.dry_run else []),
+        ]  # fmt: skip
+        self.use_providers(spec)
+        return None
+
+    def describe(self) -> str:
+        return f"wave {self.wave} analysis"
+
+    def extract_xcom(self, pod: k8s.V1Pod, *, ignore_kill_failure: bool = True) -> Any:
+        result = KubernetesPodOperator.extract_xcom(
+            self, pod, ignore_kill_failure=ignore_kill_failure
+        )
+        if isinstance(result, dict):
+            self._convoy_result = result
+            if self._convoy_context is not None:
+                record_analyses(self._convoy_context, result)
+        return result
+
+
 def _common_kwargs(plan: Plan, settings: KubernetesSettings, step: RolloutStep) -> dict[str, Any]:
+    return _pod_kwargs(plan, settings, step.service, f"convoy-{step.service}")
+
+
+def _pod_kwargs(plan: Plan, settings: KubernetesSettings, label: str, name: str) -> dict[str, Any]:
     labels = {
         config.LABEL_POLICY: plan.policy_name,
-        config.LABEL_SERVICE: step.service,
+        config.LABEL_SERVICE: label,
         config.LABEL_MANAGED_BY: "convoy",
     }
     kwargs: dict[str, Any] = {
@@ -273,27 +465,13 @@ def _common_kwargs(plan: Plan, settings: KubernetesSettings, step: RolloutStep) 
         "image": settings.runner_image,
         "cmds": list(BASE_COMMAND),
         "labels": labels,
-        "name": f"convoy-{step.service}",
+        "name": name,
         "service_account_name": settings.service_account,
         "kubernetes_conn_id": settings.conn_id,
         "do_xcom_push": True,
         "get_logs": True,
         "on_finish_action": "delete_pod",
-        "security_context": pod_security_context(),
-        "container_security_context": container_security_context(),
-        "xcom_sidecar_container_security_context": container_security_context(),
-        "container_resources": container_resources(settings),
-        "volumes": [
-            _k8s(
-                k8s.V1Volume,
-                name="tmp",
-                empty_dir=_k8s(
-                    k8s.V1EmptyDirVolumeSource,
-                ),
-            )
-        ],
-        "volume_mounts": [_k8s(k8s.V1VolumeMount, name="tmp", mount_path="/tmp")],  # noqa: S108 (pod emptyDir)
-        "env_vars": [_k8s(k8s.V1EnvVar, name="PYTHONDONTWRITEBYTECODE", value="1")],
+        **_shared_pod_parts(settings),
         "active_deadline_seconds": plan.deadline_seconds + config.POD_DEADLINE_MARGIN_SECONDS,
         "pool": config.rollout_pool(),
     }
@@ -341,4 +519,20 @@ def revert_pod(
     )
     op.service = step.service
     op.apply_task_id = apply_task_id
+    return op
+
+
+def wave_analysis_pod(
+    plan: Plan, settings: KubernetesSettings, wave: int
+) -> WaveAnalysisPodOperator:
+    """``wave_<n>.analysis`` in a pod (inside the wave's TaskGroup context); never retried."""
+    op = WaveAnalysisPodOperator(
+        task_id=WAVE_TASK_ID,
+        arguments=["analyze"],
+        trigger_rule="none_failed",
+        retries=0,
+        **_pod_kwargs(plan, settings, f"wave-{wave}", f"convoy-wave-{wave}-analysis"),
+    )
+    op.service = f"wave-{wave}"
+    op.wave = wave
     return op
