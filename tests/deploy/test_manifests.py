@@ -47,8 +47,9 @@ CLUSTER_SCOPED_KINDS = {
 DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
-# Egress destinations a convoy pod may reach (networkpolicy.yaml header).
-ALLOWED_EGRESS_PORTS = {53, 443, 6443, 5432, 27017, 8080, 9125, 5000}
+# Egress destinations a convoy pod may reach (networkpolicy.yaml header; 9090: Prometheus,
+# for the runner pods that measure analyses only).
+ALLOWED_EGRESS_PORTS = {53, 443, 6443, 5432, 27017, 8080, 9125, 5000, 9090}
 
 SECRETISH_KEY = re.compile(r"pass(word|wd)?$|secret|token|fernet|api_?key|private_?key", re.I)
 
@@ -249,15 +250,41 @@ def test_network_policy_restricts_ingress_and_egress(policy: dict[str, Any]) -> 
                 assert peer["ipBlock"]["cidr"] != "0.0.0.0/0"
 
 
-def test_runner_pods_get_no_ingress_and_only_api_server_and_dns_egress() -> None:
-    (runner,) = [
-        p
+def _runner_policies() -> dict[str, dict[str, Any]]:
+    return {
+        p["metadata"]["name"]: p
         for p in _of_kind("NetworkPolicy")
         if p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/managed-by") == "convoy"
-    ]
+    }
+
+
+def test_runner_pods_get_no_ingress_and_only_api_server_and_dns_egress() -> None:
+    runner = _runner_policies()["convoy-runner"]
+    assert runner["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "convoy"
+    }
     assert runner["spec"]["ingress"] == []
     ports = {p["port"] for rule in runner["spec"]["egress"] for p in rule["ports"]}
     assert ports == {53, 443, 6443}
+
+
+def test_only_analysing_runner_pods_reach_the_metrics_provider() -> None:
+    """The label convoy sets on verify/analyze pods (convoy.airflow.pods.LABEL_ANALYSIS)."""
+    from convoy.airflow.pods import LABEL_ANALYSIS
+
+    policies = _runner_policies()
+    assert set(policies) == {"convoy-runner", "convoy-runner-analysis"}
+    analysis = policies["convoy-runner-analysis"]["spec"]
+    assert analysis["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "convoy",
+        LABEL_ANALYSIS: "true",
+    }
+    assert analysis["ingress"] == []
+    (rule,) = analysis["egress"]
+    assert [p["port"] for p in rule["ports"]] == [9090]
+    (peer,) = rule["to"]
+    assert "ipBlock" not in peer  # a selected Prometheus, not an address range
+    assert peer["podSelector"]["matchLabels"]
 
 
 def test_dns_egress_goes_to_kube_dns_only() -> None:
