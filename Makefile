@@ -73,8 +73,11 @@ system-deps:
 			echo "kubectl is missing: the kubectl conformance test will be skipped"; \
 		fi; }
 
+# Test processes (pytest-xdist): 0 or 1 runs the suite serially, 0 in this process.
+PYTEST_WORKERS ?= 2
+
 pytest: env
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck lint-deploy system-deps pytest
 

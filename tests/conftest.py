@@ -64,8 +64,50 @@ def _fresh_fernet() -> Iterator[None]:
     clear()
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: tell each worker what the caller's environment named.
+
+    A worker inherits the controller's environment, already isolated: left to
+    itself it would take the controller's private home for the caller's.
+    """
+    caller = airflow_home.SESSION.caller
+    node.workerinput["convoy_caller"] = {
+        "removed": caller.removed,
+        "watched": [str(path) for path in caller.watched],
+    }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None or "convoy_caller" not in workerinput:
+        return
+    caller = airflow_home.CallerAirflow(
+        workerinput["convoy_caller"]["removed"],
+        tuple(Path(path) for path in workerinput["convoy_caller"]["watched"]),
+    )
+    airflow_home.SESSION = airflow_home.Session(
+        _AIRFLOW_HOME, caller, airflow_home.watch(caller.watched)
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test of the session's demo run goes to one xdist worker (``--dist loadgroup``).
+
+    A session fixture is per worker: without this, each worker would run the
+    demo, which takes minutes. Before xdist's own hook, which reads the groups.
+    """
+    for item in items:
+        if "demo_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("demo_run"))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session if anything under the caller's Airflow home (or DB, config) changed."""
+    if hasattr(session.config, "workerinput"):
+        # The controller checks once every worker has finished.
+        return
     changed = airflow_home.changes(
         airflow_home.SESSION.before, airflow_home.watch(airflow_home.SESSION.caller.watched)
     )

@@ -100,8 +100,13 @@ def test_changes_name_created_modified_and_removed_paths(tmp_path: Path) -> None
     ]
 
 
-def test_a_session_writing_into_the_caller_home_fails(tmp_path: Path) -> None:
-    """The end-of-session check itself: a passing test that writes there fails the run."""
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_session_writing_into_the_caller_home_fails(tmp_path: Path, workers: list[str]) -> None:
+    """The end-of-session check itself: a passing test that writes there fails the run.
+
+    Under xdist the write happens in a worker, whose environment the controller
+    has already isolated: the controller tells it the caller's and checks at the end.
+    """
     home, env = _caller(tmp_path)
     suite = tmp_path / "suite"
     suite.mkdir()
@@ -117,14 +122,19 @@ def test_a_session_writing_into_the_caller_home_fails(tmp_path: Path) -> None:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             pytest_sessionfinish = module.pytest_sessionfinish
+            pytest_configure = module.pytest_configure
+            pytest_configure_node = module.pytest_configure_node
             """
         )
     )
     (suite / "test_writes.py").write_text(
-        f"def test_writes():\n    open({str(home / 'airflow.db')!r}, 'ab').write(b'x')\n"
+        "import airflow_home\n"
+        "def test_writes():\n"
+        f"    assert {str(home)!r} in map(str, airflow_home.SESSION.caller.watched)\n"
+        f"    open({str(home / 'airflow.db')!r}, 'ab').write(b'x')\n"
     )
     proc = subprocess.run(
-        [*PYTEST, "--rootdir", str(suite), str(suite)],
+        [*PYTEST, *workers, "--rootdir", str(suite), str(suite)],
         cwd=suite,
         env=env,
         capture_output=True,
