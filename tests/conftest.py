@@ -91,16 +91,26 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}).values()
+    return any(chain and chain[-1].scope in ("module", "class") for chain in defs)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test of the session's demo run goes to one xdist worker (``--dist loadgroup``).
+    """Keep tests that share an expensive fixture on one xdist worker (``--dist loadgroup``).
 
-    A session fixture is per worker: without this, each worker would run the
-    demo, which takes minutes. Before xdist's own hook, which reads the groups.
+    Fixtures are per worker: spread over two, the session's demo run (minutes)
+    or a module's API server would be set up twice. The tests of the demo run
+    form one group, those of a module with a module- or class-scoped fixture
+    another. Before xdist's own hook, which reads the groups.
     """
     for item in items:
         if "demo_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("demo_run"))
+        elif _shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
