@@ -163,7 +163,7 @@ class AnalysisRun:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AnalysisRun:
-        """The run as :meth:`to_dict` wrote it (a task resumed after an approval goes on with it)."""
+        """The run as :meth:`to_dict` wrote it (a resumed task goes on with it)."""
         return cls(
             template=str(data["template"]),
             provider=str(data["provider"]),

@@ -22,6 +22,14 @@ A failed analysis raises :class:`~convoy.rollout.analysis.AnalysisFailed` at
 once and leaves the workload as it is (paused / partitioned): the rollback's
 revert restores the images and, from the ``convoy.dev/canary-previous``
 annotation, ``paused`` and ``partition`` (:func:`revert_spec`).
+
+An inconclusive analysis raises
+:class:`~convoy.rollout.analysis.AnalysisInconclusive` the same way, and
+:meth:`VerifiedRollout.checkpoint` then says where the rollout stopped. When a
+human accepts the analysis (the policy's approval gate), ``apply(...,
+resume=checkpoint)`` goes on from there: the canary state is in the cluster
+(the paused Deployment or the partition), so the steps already done are not
+done again.
 """
 
 from __future__ import annotations
@@ -36,7 +44,11 @@ from convoy.observe.progress import ProgressSink
 from convoy.policy.analysis import query_values, seconds
 from convoy.rollout.analysis import AnalysisRun, AnalysisSpec, Analyzer, require
 from convoy.rollout.api import Conflict, WorkloadRef
-from convoy.rollout.errors import ConflictRetriesExhausted, DeadlineExceeded
+from convoy.rollout.errors import (
+    ChangedWhileWaiting,
+    ConflictRetriesExhausted,
+    DeadlineExceeded,
+)
 from convoy.rollout.runner import RolloutResult, RolloutRunner, Target
 from convoy.rollout.status import container_images, diagnose, judge, not_ready_reason
 
@@ -66,6 +78,46 @@ def _loads(raw: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a verified rollout stopped on an inconclusive analysis (JSON round trip).
+
+    ``stage`` ``canary``: the analysis of canary step ``index`` (1-based);
+    ``analysis``: ``analyses[index]`` after the rollout, whose ``result`` it
+    carries (the revert needs its ``previousImages``). ``steps`` and ``runs``
+    are the canary step records and the analyses so far.
+    """
+
+    stage: str
+    index: int
+    previous: Mapping[str, str] = field(default_factory=dict)
+    result: Mapping[str, Any] | None = None
+    steps: Sequence[Mapping[str, Any]] = ()
+    runs: Sequence[Mapping[str, Any]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "index": self.index,
+            "previous": dict(self.previous),
+            "result": None if self.result is None else dict(self.result),
+            "steps": [dict(s) for s in self.steps],
+            "runs": [dict(r) for r in self.runs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
+        result = data.get("result")
+        return cls(
+            stage=str(data["stage"]),
+            index=int(data["index"]),
+            previous={str(k): str(v) for k, v in dict(data.get("previous") or {}).items()},
+            result=dict(result) if isinstance(result, Mapping) else None,
+            steps=[dict(s) for s in data.get("steps") or ()],
+            runs=[dict(r) for r in data.get("runs") or ()],
+        )
 
 
 @dataclass
@@ -99,6 +151,24 @@ class VerifiedRollout:
         self.poll_seconds = poll_seconds
         self.log = runner.log
         self.steps: list[dict[str, Any]] = []
+        # Where the analysis being run sits, and what a resume needs besides the cluster.
+        self._at: tuple[str, int] | None = None
+        self._previous: dict[str, str] = {}
+        self._rolled_out: RolloutResult | None = None
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Where :meth:`apply` stopped on the analysis it raised for (``None``: not in one)."""
+        if self._at is None:
+            return None
+        stage, index = self._at
+        return Checkpoint(
+            stage=stage,
+            index=index,
+            previous=dict(self._previous),
+            result=None if self._rolled_out is None else self._rolled_out.to_dict(),
+            steps=[dict(s) for s in self.steps],
+            runs=[r.to_dict() for r in self.analyzer.runs],
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -114,13 +184,20 @@ class VerifiedRollout:
         dry_run: bool = False,
         run_id: str | None = None,
         progress: ProgressSink | None = None,
+        resume: Checkpoint | None = None,
     ) -> VerifiedResult:
         """Roll ``target`` out (through ``canary`` steps), then run ``analyses``.
 
         Raises :class:`AnalysisFailed` / :class:`AnalysisInconclusive` (after
         recording the runs in ``self.analyzer.runs``) or any rollout error.
+        ``resume``: the :meth:`checkpoint` of an earlier call whose analysis
+        was accepted; the rollout goes on after it (the next canary step, or
+        the next analysis), with its steps and runs.
         """
         deadline_at = self.runner._clock() + deadline_seconds
+        if resume is not None and not dry_run:
+            return self._resume(target, service, canary, analyses, templates, deadline_at,
+                                run_id, progress, resume)  # fmt: skip
         if dry_run:
             result = self.runner.apply(target, deadline_seconds=deadline_seconds, dry_run=True,
                                        run_id=run_id)  # fmt: skip
@@ -138,13 +215,56 @@ class VerifiedRollout:
         else:
             result = self.runner.apply(target, deadline_seconds=deadline_seconds, run_id=run_id,
                                        progress=progress)  # fmt: skip
-        if analyses:
+        return self._after(target, service, analyses, result, 0)
+
+    def _after(
+        self,
+        target: Target,
+        service: str,
+        analyses: Sequence[AnalysisSpec],
+        result: RolloutResult,
+        start: int,
+    ) -> VerifiedResult:
+        """The analyses after the rollout, from ``analyses[start]`` on."""
+        self._rolled_out = result
+        if analyses[start:]:
             obj = self.runner._get(target.ref)
             values = self._values(service, target, obj)
-            for spec in analyses:
+            for index, spec in enumerate(analyses):
+                if index < start:
+                    continue
+                self._at = ("analysis", index)
                 run = self.analyzer.run(spec, values, service=service, where="after rollout")
                 require(run, self.analyzer.runs)
+        self._at = None
         return VerifiedResult(result, list(self.analyzer.runs), list(self.steps))
+
+    def _resume(
+        self,
+        target: Target,
+        service: str,
+        canary: Sequence[Mapping[str, Any]],
+        analyses: Sequence[AnalysisSpec],
+        templates: Mapping[str, AnalysisSpec],
+        deadline_at: float,
+        run_id: str | None,
+        progress: ProgressSink | None,
+        resume: Checkpoint,
+    ) -> VerifiedResult:
+        self.steps = [dict(s) for s in resume.steps]
+        self.analyzer.runs = [AnalysisRun.from_dict(r) for r in resume.runs]
+        self._previous = dict(resume.previous)
+        if resume.stage == "analysis":
+            if resume.result is None:
+                raise ValueError("a checkpoint after the rollout carries its result")
+            self.log(f"{target.name}: analysis accepted; going on after rollout analysis "
+                     f"{resume.index + 1}")  # fmt: skip
+            result = RolloutResult.from_dict(resume.result)
+            return self._after(target, service, analyses, result, resume.index + 1)
+        self.log(f"{target.name}: analysis accepted; going on at canary step {resume.index + 1}")
+        result = self._canary(target, service, canary, templates, deadline_at, run_id, progress,
+                              after=resume.index)  # fmt: skip
+        return self._after(target, service, analyses, result, 0)
 
     # ----------------------------------------------------------------- canary
 
@@ -157,22 +277,38 @@ class VerifiedRollout:
         deadline_at: float,
         run_id: str | None,
         progress: ProgressSink | None,
+        *,
+        after: int = 0,
     ) -> RolloutResult:
+        """The canary steps after step ``after`` (0: all), then the rest of the rollout."""
         ref = target.ref
         started = self.runner._clock()
         obj = self.runner._get(ref)
         current = container_images(obj)
-        previous = {c: current.get(c, "") for c in target.containers}
-        if all(current.get(c) == i for c, i in target.containers.items()):
-            # Already set (a retried task, or nothing to change): no canary, finish the rollout.
-            self.log(f"{ref.name}: images already set; finishing the rollout without canary steps")
-            state, final = self._finish(target, obj, deadline_at, progress)
-            return self._result(target, final, state, False, previous, started, run_id)
         kind = ref.kind
-        before = self._before(kind, obj)
         desired = int(obj.get("spec", {}).get("replicas", 1))
-        patched_images = False
+        # A resumed canary has patched the images already when a pods step came before.
+        patched_images = any("pods" in s for s in canary[:after])
+        if patched_images:
+            if not all(current.get(c) == i for c, i in target.containers.items()):
+                raise ChangedWhileWaiting(str(ref), dict(target.containers), dict(current))
+            previous = dict(self._previous)
+            annotations = obj.get("metadata", {}).get("annotations") or {}
+            before = _loads(annotations.get(CANARY_PREVIOUS)) or self._before(kind, obj)
+        else:
+            previous = {c: current.get(c, "") for c in target.containers}
+            if all(current.get(c) == i for c, i in target.containers.items()):
+                # Already set (a retried task, or nothing to change): no canary, finish the rollout.
+                self.log(
+                    f"{ref.name}: images already set; finishing the rollout without canary steps"
+                )
+                state, final = self._finish(target, obj, deadline_at, progress)
+                return self._result(target, final, state, False, previous, started, run_id)
+            before = self._before(kind, obj)
+        self._previous = dict(previous)
         for index, step in enumerate(canary, start=1):
+            if index <= after:
+                continue
             if "pods" in step:
                 pods = min(int(step["pods"]), desired)
                 if not patched_images:
@@ -195,10 +331,12 @@ class VerifiedRollout:
                 obj = self.runner._get(ref)
                 updated = judge(kind, obj).updated
                 where = f"canary step {index} ({updated}/{desired} pods updated)"
+                self._at = ("canary", index)
                 run = self.analyzer.run(spec, self._values(service, target, obj), service=service,
                                         where=where)  # fmt: skip
                 self._record(index, step, target, None, None, analysis=run.phase)
                 require(run, self.analyzer.runs)
+                self._at = None
         if not patched_images:  # only pauses and analyses: roll everything at the end
             obj = self._patch(ref, self._first(target, previous, before, None, run_id),
                               optimistic=True)  # fmt: skip
@@ -471,4 +609,10 @@ def _ready(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-__all__ = ["CANARY_PREVIOUS", "VerifiedResult", "VerifiedRollout", "revert_spec"]
+__all__ = [
+    "CANARY_PREVIOUS",
+    "Checkpoint",
+    "VerifiedResult",
+    "VerifiedRollout",
+    "revert_spec",
+]

@@ -172,8 +172,24 @@ class ProviderSecretMissing(RolloutError):
         )
 
 
+class ChangedWhileWaiting(RolloutError):
+    """The workload no longer runs the canary's images when the rollout resumes."""
+
+    def __init__(self, workload: str, expected: dict[str, str], found: dict[str, str]) -> None:
+        super().__init__(
+            f"{workload}: changed while the canary waited for the approval: expected "
+            + ", ".join(f"{c}={i}" for c, i in sorted(expected.items()))
+            + ", found "
+            + ", ".join(f"{c}={found.get(c)}" for c in sorted(expected)),
+            workload=workload,
+            expected=expected,
+            found={c: found.get(c) for c in expected},
+        )
+
+
 __all__ = [
     "ApiUnavailable",
+    "ChangedWhileWaiting",
     "ConflictRetriesExhausted",
     "ContainerNotFound",
     "CrashLooping",

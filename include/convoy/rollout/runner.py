@@ -95,6 +95,25 @@ class RolloutResult:
             "message": self.message,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RolloutResult:
+        """The result as :meth:`to_dict` wrote it."""
+        return cls(
+            action=data["action"],
+            namespace=str(data["namespace"]),
+            kind=str(data["kind"]),
+            name=str(data["name"]),
+            changed=bool(data["changed"]),
+            dry_run=bool(data.get("dryRun")),
+            previous_images={str(k): str(v) for k, v in dict(data["previousImages"]).items()},
+            images={str(k): str(v) for k, v in dict(data["images"]).items()},
+            status=str(data["status"]),
+            ready_seconds=float(data.get("readySeconds") or 0.0),
+            replicas={str(k): int(v) for k, v in dict(data.get("replicas") or {}).items()},
+            run_id=data.get("runId"),
+            message=str(data.get("message") or ""),
+        )
+
 
 class ProgressLog:
     """Progress lines ``cart: 2/3 updated, 1/3 ready (66%) 0.8 replicas/s ETA 2s``, rate-limited.

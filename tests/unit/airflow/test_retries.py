@@ -55,6 +55,7 @@ ROLLOUT_ERRORS = {
     "AnalysisInconclusive": (False, True),
     "RolloutError": (False, True),
     "ApiUnavailable": (True, True),
+    "ChangedWhileWaiting": (False, True),
     "ConflictRetriesExhausted": (False, True),
     "ContainerNotFound": (False, False),
     "CrashLooping": (False, True),
