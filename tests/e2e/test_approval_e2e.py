@@ -13,6 +13,14 @@ the emulated cluster). The ``approve`` task parks in ``awaiting_input``; once
 - no answer: the scheduler's ``awaiting_input`` timeout sweep (called here,
   with the deadline moved into the past, since ``dags test`` runs no
   scheduler) ends it like a rejection.
+
+An inconclusive analysis goes to the same approvers: cart rolls out as a
+canary (one pod, then an analysis on a real Prometheus whose query finds no
+series), its rollout task parks with the measurements as the request body, and
+
+- approve -> the canary goes on from its next step and the run succeeds, the
+  decision in the XCom ``analysis`` and the report;
+- reject -> the step fails and the rollback restores the image.
 """
 
 from __future__ import annotations
@@ -150,10 +158,10 @@ def approval_policy(policy_dir: Callable[..., Any]) -> Any:
 class DagsTest:
     """``airflow dags test`` in the background; its output in a file."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str], dag_id: str = DAG_ID) -> None:
         self.log = tmp_path / "dags-test.log"
         self.proc = subprocess.Popen(
-            [AIRFLOW, "dags", "test", DAG_ID],
+            [AIRFLOW, "dags", "test", dag_id],
             env=env,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -180,12 +188,12 @@ class DagsTest:
 @pytest.fixture
 def dags_test(
     cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[], DagsTest]]:
+) -> Iterator[Callable[..., DagsTest]]:
     monkeypatch.setenv("CONVOY_REPORTS_DIR", str(tmp_path / "reports"))
     started: list[DagsTest] = []
 
-    def start() -> DagsTest:
-        started.append(DagsTest(tmp_path, dict(os.environ)))
+    def start(dag_id: str = DAG_ID) -> DagsTest:
+        started.append(DagsTest(tmp_path, dict(os.environ), dag_id))
         return started[-1]
 
     yield start
@@ -194,11 +202,13 @@ def dags_test(
 
 
 #: What ``airflow dags test`` logs, once per loop pass, while ``approve`` is parked.
-WAITING = "Waiting for Human-in-the-loop input for tasks: ['approve']"
+WAITING = "Waiting for Human-in-the-loop input for tasks: ['{task}']"
 
 
-def wait_for_request(api: Api, run: DagsTest, timeout: float = 90) -> dict[str, Any]:
-    """The pending HITL detail of the ``approve`` task, once ``dags test`` waits for the answer.
+def wait_for_request(
+    api: Api, run: DagsTest, timeout: float = 90, *, dag_id: str = DAG_ID, task: str = "approve"
+) -> dict[str, Any]:
+    """The pending HITL detail of ``task``, once ``dags test`` waits for the answer.
 
     An answer must not be recorded as soon as the detail is visible. The operator
     writes the detail, then parks the task through the in-process Execution API
@@ -222,37 +232,45 @@ def wait_for_request(api: Api, run: DagsTest, timeout: float = 90) -> dict[str, 
     while time.monotonic() < deadline:
         if run.proc.poll() is not None:
             pytest.fail(f"dags test ended before the approval:\n{run.output()}")
-        if WAITING not in run.output():
+        if WAITING.format(task=task) not in run.output():
             time.sleep(0.5)
             continue
         status, body = api.call(
-            "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/~/hitlDetails?response_received=false"
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails?response_received=false"
         )
         assert status == 200, body
-        pending = [d for d in body["hitl_details"] if d["task_instance"]["task_id"] == "approve"]
+        pending = [d for d in body["hitl_details"] if d["task_instance"]["task_id"] == task]
         if pending:
             return dict(pending[-1])
         time.sleep(0.5)
-    pytest.fail(f"no approval request after {timeout}s:\n{run.output()}")
+    pytest.fail(f"no request of {task} after {timeout}s:\n{run.output()}")
 
 
-def respond(api: Api, run_id: str, option: str, user: str = APPROVER) -> tuple[int, Any]:
+def respond(
+    api: Api,
+    run_id: str,
+    option: str,
+    user: str = APPROVER,
+    *,
+    dag_id: str = DAG_ID,
+    task: str = "approve",
+) -> tuple[int, Any]:
     return api.call(
         "PATCH",
-        f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task}/-1/hitlDetails",
         {"chosen_options": [option]},
         user=user,
     )
 
 
-def task_states(api: Api, run_id: str) -> dict[str, str | None]:
-    status, body = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+def task_states(api: Api, run_id: str, dag_id: str = DAG_ID) -> dict[str, str | None]:
+    status, body = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
     assert status == 200, body
     return {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
 
 
-def run_state(api: Api, run_id: str) -> str:
-    status, body = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+def run_state(api: Api, run_id: str, dag_id: str = DAG_ID) -> str:
+    status, body = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
     assert status == 200, body
     return str(body["state"])
 
@@ -365,3 +383,150 @@ def test_unanswered_approval_times_out(
     assert "approval timed out: no answer within 30 min" in run.output()
     (md,) = (tmp_path / "reports" / DAG_ID).glob("*/report.md")
     assert "**Final state: APPROVAL TIMED OUT**" in md.read_text()
+
+
+# ------------------------------------------------------------ inconclusive analyses
+
+CANARY_DAG = "cart-canary"
+CART = "registry.example.com/cart:2.4.0"
+#: A query about series nobody exports: Prometheus answers an empty vector ("no data").
+NO_DATA = (
+    'sum(rate(http_requests_total{namespace="{{ namespace }}", workload="{{ workload }}",'
+    ' code="418"}[5s]))'
+)
+
+
+@pytest.fixture
+def canary_policy(
+    cluster: Any,
+    start_prometheus: Callable[..., str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Any:
+    """cart as a canary (one pod, then an analysis that finds no data), with an approval gate."""
+    import urllib.parse
+
+    from convoy.policy import load_policy
+
+    url = urllib.parse.urlsplit(start_prometheus([urllib.parse.urlsplit(cluster.url).netloc]))
+    conn = {"conn_type": "http", "host": url.hostname, "port": url.port, "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", json.dumps(conn))
+    root = tmp_path / "policies"
+    root.mkdir()
+    monkeypatch.setenv("CONVOY_POLICIES_DIR", str(root))
+    data = {
+        "apiVersion": "convoy/v1",
+        "kind": "UpgradePolicy",
+        "metadata": {"name": CANARY_DAG, "owner": "platform"},
+        "schedule": None,
+        "startDate": "2026-01-01",
+        "execution": "local",
+        "kubernetes": {"namespace": "shop", "runnerImage": "registry.example.com/convoy:0.1.0"},
+        "approval": {"required": True, "approvers": [APPROVER], "timeoutMinutes": 30},
+        "analysisTemplates": [
+            {"name": "teapots", "provider": {"prometheus": {"connId": "prometheus_default"}},
+             "query": NO_DATA, "thresholdRange": {"max": 0}, "interval": "500ms", "count": 2},
+        ],
+        "rollout": {"progressDeadlineSeconds": 60},
+        "services": [
+            {"name": "cart", "workload": {"kind": "Deployment", "name": "cartservice"},
+             "containers": {"server": CART},
+             "canary": {"steps": [{"pods": 1}, {"analysis": "teapots"}]}},
+        ],
+        "rollback": {"automatic": True},
+    }  # fmt: skip
+    path = root / "cart.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_policy(path)
+
+
+CART_TASK = "wave_0.rollout_cart"
+
+
+def _inconclusive_request(api: Api, run: DagsTest) -> tuple[str, dict[str, Any]]:
+    """Approve the plan, then wait for cart's inconclusive analysis; its run id and request."""
+    run_id = wait_for_request(api, run, dag_id=CANARY_DAG)["task_instance"]["dag_run_id"]
+    assert respond(api, run_id, "Approve", dag_id=CANARY_DAG)[0] == 200
+    request = wait_for_request(api, run, dag_id=CANARY_DAG, task=CART_TASK)
+    assert request["options"] == ["Approve", "Reject"]
+    assert [u["id"] for u in request["assigned_users"]] == [APPROVER]
+    assert request["subject"].startswith("Inconclusive analysis teapots of cart (canary step 2 (")
+    body = request["body"]
+    assert "was **inconclusive**" in body
+    assert 'code="418"' in body  # the rendered query
+    assert 'workload="cartservice"' in body
+    assert "passes in [-inf, 0]" in body
+    assert body.count("| no data | inconclusive |") == 2  # every measurement
+    assert "the canary rolls out the remaining pods" in body
+    return run_id, request
+
+
+def _xcom(api: Api, run_id: str, task: str, key: str) -> Any:
+    status, body = api.call(
+        "GET",
+        f"/api/v2/dags/{CANARY_DAG}/dagRuns/{run_id}/taskInstances/{task}/xcomEntries/{key}"
+        "?deserialize=true",
+    )
+    assert status == 200, body
+    value = body["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_approved_inconclusive_analysis_resumes_the_canary(
+    api: Api, cluster: Any, canary_policy: Any, dags_test: Callable[..., DagsTest], tmp_path: Path
+) -> None:
+    seeded = cluster.seed_from_policy(canary_policy.policy, previous_tag=PREVIOUS)
+    run = dags_test(CANARY_DAG)
+    run_id, _request = _inconclusive_request(api, run)
+    # Parked with the canary held: the Deployment paused, its first new pod alone.
+    workload = cluster.get_workload("Deployment", "shop", "cartservice")
+    assert workload["spec"]["paused"] is True
+    pods = cluster.pods("Deployment", "shop", "cartservice")
+    assert 1 <= sum(p["spec"]["containers"][0]["image"] == CART for p in pods) < len(pods)
+    assert run_state(api, run_id, CANARY_DAG) == "running"
+
+    assert respond(api, run_id, "Approve", dag_id=CANARY_DAG, task=CART_TASK)[0] == 200
+    assert run.wait() == 0, run.output()
+    assert run_state(api, run_id, CANARY_DAG) == "success"
+    states = task_states(api, run_id, CANARY_DAG)
+    assert states[CART_TASK] == "success"
+    assert states["rollback.gate"] == "skipped"
+    assert images(cluster, canary_policy.policy) == {"cart": {"server": CART}}
+    assert cluster.get_workload("Deployment", "shop", "cartservice")["spec"]["paused"] is False
+    # The canary went on after step 2; its steps were not done again.
+    steps = _xcom(api, run_id, CART_TASK, "canary")
+    assert [s["step"] for s in steps] == [1, 2]
+    [analysis] = _xcom(api, run_id, CART_TASK, "analysis")
+    assert analysis["phase"] == "inconclusive"
+    assert analysis["decision"] == f"approved by {APPROVER}"
+    result = _xcom(api, run_id, CART_TASK, "return_value")
+    assert result["previousImages"] == seeded["cart"]
+    (md,) = (tmp_path / "reports" / CANARY_DAG).glob("*/report.md")
+    text = md.read_text()
+    assert "**Final state: SUCCESS**" in text
+    assert f"Decision: **approved by {APPROVER}**" in text
+    (html,) = (tmp_path / "reports" / CANARY_DAG).glob("*/report.html")
+    assert f"approved by {APPROVER}" in html.read_text()
+
+
+def test_rejected_inconclusive_analysis_rolls_back(
+    api: Api, cluster: Any, canary_policy: Any, dags_test: Callable[..., DagsTest], tmp_path: Path
+) -> None:
+    seeded = cluster.seed_from_policy(canary_policy.policy, previous_tag=PREVIOUS)
+    run = dags_test(CANARY_DAG)
+    run_id, _request = _inconclusive_request(api, run)
+    assert respond(api, run_id, "Reject", dag_id=CANARY_DAG, task=CART_TASK)[0] == 200
+
+    assert run.wait() != 0, run.output()
+    assert run_state(api, run_id, CANARY_DAG) == "failed"
+    states = task_states(api, run_id, CANARY_DAG)
+    assert states[CART_TASK] == "failed"
+    assert states["rollback.gate"] == "success"
+    assert states["rollback.revert_cart"] == "success"
+    assert images(cluster, canary_policy.policy) == seeded
+    assert cluster.get_workload("Deployment", "shop", "cartservice")["spec"]["paused"] is False
+    assert f"was inconclusive: no data; rejected by {APPROVER}" in run.output()
+    [analysis] = _xcom(api, run_id, CART_TASK, "analysis")
+    assert analysis["decision"] == f"rejected by {APPROVER}"
+    (md,) = (tmp_path / "reports" / CANARY_DAG).glob("*/report.md")
+    assert f"Decision: **rejected by {APPROVER}**" in md.read_text()

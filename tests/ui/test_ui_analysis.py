@@ -68,3 +68,17 @@ def test_the_page_escapes_analysis_labels(policies_dir: Path) -> None:
 
 def test_runs_without_analyses_show_none() -> None:
     assert summarize_run(_record("success", {}), now=NOW).analyses == ()
+
+
+def test_an_inconclusive_analysis_shows_the_approvers_decision() -> None:
+    waiting = _run("inconclusive", [None]) | {"decision": "awaiting approval"}
+    view = summarize_run(_record("running", {"wave_1.rollout_cart": [waiting]}), now=NOW)
+    assert view.analyses == (
+        (
+            "cart error-rate (after rollout): inconclusive · no data fail · awaiting approval",
+            "up_for_retry",
+        ),
+    )
+    approved = _run("inconclusive", [None]) | {"decision": "approved by alice"}
+    view = summarize_run(_record("success", {"wave_1.rollout_cart": [approved]}), now=NOW)
+    assert view.analyses[0][0].endswith(" · approved by alice")

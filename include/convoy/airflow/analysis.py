@@ -127,21 +127,28 @@ def verified_apply(
     dry_run: bool,
     context: Mapping[str, Any],
     progress: Any,
+    resume: Mapping[str, Any] | None = None,
 ) -> Any:
     """Run the step through its canary and analyses; returns a ``VerifiedResult``.
 
     On a failed or inconclusive analysis the measurements are pushed first,
     then the error propagates (non-retriable: the task fails at once and the
-    rollback runs).
+    rollback runs). With an approval gate in the run's plan, an inconclusive
+    analysis parks the task for a decision instead
+    (:mod:`convoy.airflow.inconclusive`); ``resume`` is the answer and the
+    checkpoint it parked with.
     """
-    from convoy.rollout.analysis import AnalysisSpec, Analyzer
-    from convoy.rollout.canary import VerifiedRollout
+    from convoy.airflow import inconclusive
+    from convoy.rollout.analysis import AnalysisInconclusive, AnalysisSpec, Analyzer
+    from convoy.rollout.canary import Checkpoint, VerifiedRollout
 
     ti = context["ti"]
     service = str(step["service"])
     policy = str(getattr(ti, "dag_id", "") or "")
     verify = frozen_verify(context, service, verify)
     templates = {n: AnalysisSpec.from_dict(d) for n, d in verify.get("templates", {}).items()}
+    canary = list(verify.get("canary", []))
+    analyses = [templates[n] for n in verify.get("analyses", []) if n in templates]
 
     def push(runs: list[dict[str, Any]]) -> None:
         try:
@@ -159,17 +166,42 @@ def verified_apply(
 
     analyzer.on_measurement = measured
     verified = VerifiedRollout(runner, analyzer)
+    approval = None if dry_run else inconclusive.gate(context, _run_record(context))
+    checkpoint = Checkpoint.from_dict(resume["checkpoint"]) if resume else None
+    # Runs the parked try already counted in the metrics.
+    counted = len(checkpoint.runs) if checkpoint is not None else 0
     try:
+        if checkpoint is not None:
+            checkpoint = _decided(verified, checkpoint, resume or {}, approval)
         result = verified.apply(
             target,
             service=service,
-            canary=list(verify.get("canary", [])),
-            analyses=[templates[n] for n in verify.get("analyses", []) if n in templates],
+            canary=canary,
+            analyses=analyses,
             templates=templates,
             deadline_seconds=deadline_seconds,
             dry_run=dry_run,
             run_id=str(context.get("run_id", "")),
             progress=progress,
+            resume=checkpoint,
+        )
+    except AnalysisInconclusive:
+        stopped = verified.checkpoint()
+        if approval is None or stopped is None or not analyzer.runs:
+            raise
+        run = analyzer.runs[-1]
+        if checkpoint is not None:
+            run.decision = inconclusive.NOT_ASKED
+            raise AnalysisInconclusive(run, analyzer.runs) from None
+        run.decision = inconclusive.AWAITING
+        inconclusive.park(
+            context,
+            approval,
+            run=run.to_dict(),
+            workload=f"{target.namespace}/{target.kind}/{target.name}",
+            images=dict(target.containers),
+            then=_then(stopped.stage, stopped.index, canary, analyses),
+            checkpoint={**stopped.to_dict(), "runs": [r.to_dict() for r in analyzer.runs]},
         )
     finally:
         push([r.to_dict() for r in analyzer.runs])
@@ -178,10 +210,43 @@ def verified_apply(
                 ti.xcom_push(key="canary", value=list(verified.steps))
             except Exception:
                 log.warning("could not push the canary steps of %s", service, exc_info=True)
-        for run in analyzer.runs:
+        for run in analyzer.runs[counted:]:
             if run.phase != "running" and not run.dry_run:
                 metrics.finished(policy, service, run.template, run.phase)
     return result
+
+
+def _decided(verified: Any, checkpoint: Any, resume: Mapping[str, Any], approval: Any) -> Any:
+    """The checkpoint with the approver's decision on its analysis; raises unless approved."""
+    from dataclasses import replace
+
+    from convoy.airflow import inconclusive
+    from convoy.rollout.analysis import AnalysisInconclusive, AnalysisRun
+
+    approved, text = inconclusive.decision(resume.get("event"), approval)
+    runs = [AnalysisRun.from_dict(r) for r in checkpoint.runs]
+    if not runs:
+        raise ValueError("a checkpoint of an inconclusive analysis carries its runs")
+    runs[-1].decision = text
+    log.info("%s: %s", runs[-1].summary(), text)
+    if not approved:
+        # What the task pushes on its way out: the runs and steps of the parked try.
+        verified.analyzer.runs = runs
+        verified.steps = [dict(s) for s in checkpoint.steps]
+        raise AnalysisInconclusive(runs[-1], runs)
+    return replace(checkpoint, runs=[r.to_dict() for r in runs])
+
+
+def _then(stage: str, index: int, canary: list[Any], analyses: list[Any]) -> str:
+    """What approving does, for the approver."""
+    if stage == "canary":
+        if index < len(canary):
+            step = ", ".join(f"{k}: {v}" for k, v in dict(canary[index]).items())
+            return f"the canary goes on with step {index + 1} ({step})"
+        return "the canary rolls out the remaining pods"
+    if index + 1 < len(analyses):
+        return f"the next analysis after the rollout ({analyses[index + 1].name}) runs"
+    return "the step completes"
 
 
 def _number(value: Any) -> str:
@@ -192,17 +257,20 @@ def failure_lines(runs: Any) -> list[str]:
     """One line per failed or inconclusive analysis: template, where, query, values that failed.
 
     ``runs`` is a rollout task's XCom ``analysis`` (``AnalysisRun.to_dict()`` list);
-    dry runs and successful analyses give nothing.
+    dry runs, successful analyses and approved inconclusive ones give nothing.
     """
     out = []
     for run in runs if isinstance(runs, list) else []:
         if not isinstance(run, Mapping) or run.get("dryRun"):
             continue
         phase = str(run.get("phase"))
-        if phase not in ("failed", "inconclusive"):
-            continue
+        decision = str(run.get("decision") or "")
+        if phase not in ("failed", "inconclusive") or decision.startswith("approved"):
+            continue  # an approved inconclusive analysis did not fail the step
+        if decision:
+            phase += f" ({decision})"
         measurements = [m for m in run.get("measurements") or () if isinstance(m, Mapping)]
-        verdict = "fail" if phase == "failed" else "inconclusive"
+        verdict = "fail" if phase.startswith("failed") else "inconclusive"
         values = ", ".join(
             _number(m.get("value")) for m in measurements if m.get("verdict") == verdict
         )
@@ -236,7 +304,12 @@ WAVE_TASK_ID = "analysis"
 
 
 def wave_analysis(
-    *, wave: int, conn_id: str, in_cluster: bool, **context: Any
+    *,
+    wave: int,
+    conn_id: str,
+    in_cluster: bool,
+    resume: Mapping[str, Any] | None = None,
+    **context: Any,
 ) -> list[dict[str, Any]]:
     """``rollout.waveAnalysis`` after every rollout of wave ``wave``: each template, per service.
 
@@ -244,10 +317,19 @@ def wave_analysis(
     out, every template is measured again for each service of the wave (with
     that service's variables, ``where`` = ``wave N``). The first failed or
     inconclusive analysis fails the task at once (not retried) and the rollback
-    runs; a dry run measures each once and never fails. The runs are pushed as
-    XCom ``analysis``.
+    runs; with an approval gate in the run's plan an inconclusive one parks the
+    task for a decision (:mod:`convoy.airflow.inconclusive`; ``resume`` is the
+    answer and where it stopped). A dry run measures each once and never fails.
+    The runs are pushed as XCom ``analysis``.
     """
-    from convoy.rollout.analysis import AnalysisSpec, Analyzer, require
+    from convoy.airflow import inconclusive
+    from convoy.rollout.analysis import (
+        AnalysisInconclusive,
+        AnalysisRun,
+        AnalysisSpec,
+        Analyzer,
+        require,
+    )
     from convoy.rollout.canary import VerifiedRollout
     from convoy.rollout.runner import RolloutRunner, Target
 
@@ -260,11 +342,21 @@ def wave_analysis(
         return []
     dry_run = bool(frozen.dry_run)
     templates = {n: AnalysisSpec.from_dict(d) for n, d in spec.get("templates", {}).items()}
+    names = [n for n in spec.get("analyses", []) if n in templates]
     from convoy.airflow.local_rollout import kube_api_client
 
     runner = RolloutRunner(kube_api_client(conn_id, in_cluster), log=log.info)
     analyzer = Analyzer(providers(spec.get("templates", {})), log=log.info)
     policy = str(getattr(ti, "dag_id", "") or frozen.policy_name)
+    approval = None if dry_run else inconclusive.gate(context, frozen)
+    # (service index, template index) of the analysis a resumed task was parked on.
+    done: tuple[int, int] = (-1, -1)
+    counted = 0
+    if resume:
+        checkpoint = dict(resume.get("checkpoint") or {})
+        done = (int(checkpoint["step"]), int(checkpoint["template"]))
+        analyzer.runs = [AnalysisRun.from_dict(r) for r in checkpoint.get("runs") or ()]
+        counted = len(analyzer.runs)
 
     def push() -> None:
         try:
@@ -281,22 +373,60 @@ def wave_analysis(
     analyzer.on_measurement = measured
     verified = VerifiedRollout(runner, analyzer)
     try:
-        for step in steps:
+        if resume and analyzer.runs:
+            approved, text = inconclusive.decision(resume.get("event"), approval)
+            analyzer.runs[-1].decision = text
+            log.info("%s: %s", analyzer.runs[-1].summary(), text)
+            if not approved:
+                raise AnalysisInconclusive(analyzer.runs[-1], analyzer.runs)
+        for index, step in enumerate(steps):
             target = Target(step.namespace, step.kind, step.workload, dict(step.containers))
+            if index < done[0]:
+                continue
             obj = runner._get(target.ref)
             values = verified.query_values(step.service, target, obj)
-            for name in spec.get("analyses", []):
-                if name not in templates:
+            for number, name in enumerate(names):
+                if (index, number) <= done:
                     continue
                 run = analyzer.run(templates[name], values, service=step.service,
                                    where=f"wave {wave}", dry_run=dry_run)  # fmt: skip
-                require(run, analyzer.runs)
+                try:
+                    require(run, analyzer.runs)
+                except AnalysisInconclusive:
+                    if approval is None:
+                        raise
+                    if resume:
+                        run.decision = inconclusive.NOT_ASKED
+                        raise AnalysisInconclusive(run, analyzer.runs) from None
+                    run.decision = inconclusive.AWAITING
+                    inconclusive.park(
+                        context,
+                        approval,
+                        run=run.to_dict(),
+                        workload=f"{target.namespace}/{target.kind}/{target.name}",
+                        images=dict(target.containers),
+                        then=_wave_then(wave, steps, names, index, number),
+                        checkpoint={
+                            "step": index,
+                            "template": number,
+                            "runs": [r.to_dict() for r in analyzer.runs],
+                        },
+                    )
     finally:
         push()
-        for run in analyzer.runs:
+        for run in analyzer.runs[counted:]:
             if run.phase != "running" and not run.dry_run:
                 metrics.finished(policy, run.service, run.template, run.phase)
     return [r.to_dict() for r in analyzer.runs]
+
+
+def _wave_then(wave: int, steps: list[Any], names: list[str], index: int, number: int) -> str:
+    """What approving a wave analysis does, for the approver."""
+    if number + 1 < len(names):
+        return f"wave {wave}'s analysis goes on with {names[number + 1]} of {steps[index].service}"
+    if index + 1 < len(steps):
+        return f"wave {wave}'s analysis goes on with {steps[index + 1].service}"
+    return f"wave {wave} passes its analysis and the run goes on"
 
 
 def service_runs(ti: Any, apply_id: str, service: str) -> list[Any]:

@@ -30,6 +30,7 @@ from convoy.airflow import (
     config,
     datastores,
     gates,
+    inconclusive,
     local_rollout,
     pods,
     report_task,
@@ -162,7 +163,8 @@ class _Builder:
             pod = pods.rollout_pod(self.plan, self.settings, step)
             pod.outlets = assets.workload_assets(step)
             return pod
-        return PythonOperator(
+        verified = analysis.rollout_kwargs(self.loaded.policy, step.service)
+        return self._verified_operator(bool(verified))(
             task_id=config.rollout_task_id(step.service),
             python_callable=local_rollout.rollout_local,
             op_kwargs={
@@ -170,12 +172,23 @@ class _Builder:
                 "conn_id": self.settings.conn_id,
                 "in_cluster": self.settings.in_cluster,
                 "deadline_seconds": self.plan.deadline_seconds,
-                **analysis.rollout_kwargs(self.loaded.policy, step.service),
+                **verified,
             },
             trigger_rule="none_failed",
             pool=config.rollout_pool(),
             outlets=assets.workload_assets(step),
         )
+
+    def _verified_operator(self, verified: bool) -> type[PythonOperator]:
+        """The operator of a step: one that can park for an approval when its analyses can.
+
+        With ``approval.required`` an inconclusive analysis waits for the
+        approvers (:mod:`convoy.airflow.inconclusive`); other DAGs keep plain
+        ``PythonOperator`` s.
+        """
+        if verified and self.plan.approval is not None:
+            return inconclusive.VerifiedStepOperator
+        return PythonOperator
 
     def _stage_task(self, phase: DatastorePhase, stage: str, **extra: Any) -> Task:
         callables = {
@@ -301,7 +314,7 @@ class _Builder:
             pod = pods.wave_analysis_pod(self.plan, self.settings, wave)
             self.wave_analysis_ids.append(pod.task_id)
             return pod
-        task = PythonOperator(
+        task = self._verified_operator(True)(
             task_id=analysis.WAVE_TASK_ID,
             python_callable=analysis.wave_analysis,
             op_kwargs={

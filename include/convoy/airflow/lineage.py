@@ -423,12 +423,18 @@ class ConvoyExtractor(PythonExtractor):
 
     Registered for ``PythonOperator`` (it replaces the provider's
     ``PythonExtractor``, which it extends: other tasks get exactly what they
-    got before) and convoy's rollout/revert pod operators.
+    got before), convoy's ``VerifiedStepOperator`` (a ``PythonOperator``)
+    and its rollout/revert pod operators.
     """
 
     @classmethod
     def get_operator_classnames(cls) -> list[str]:
-        return ["PythonOperator", "RolloutPodOperator", "RevertPodOperator"]
+        return [
+            "PythonOperator",
+            "VerifiedStepOperator",
+            "RolloutPodOperator",
+            "RevertPodOperator",
+        ]
 
     def _base(self) -> Any:
         if callable(_callable(self.operator)):

@@ -93,12 +93,14 @@ def rollout_local(
     in_cluster: bool,
     deadline_seconds: int,
     verify: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
     **context: Any,
 ) -> dict[str, Any]:
     """Apply the step's images in-process with the same runner the rollout pods use.
 
     ``verify`` (canary steps and analyses, :mod:`convoy.airflow.analysis`) makes
-    it a verified rollout.
+    it a verified rollout; ``resume`` is the approver's answer to an
+    inconclusive analysis the task parked on (:mod:`convoy.airflow.inconclusive`).
     """
     chosen = require_selected_service(context, step["service"])
     # The images come from the plan frozen at preflight, not from the DAG as parsed now.
@@ -112,8 +114,10 @@ def rollout_local(
     target = runner_target(step, dict(step["containers"]))
     ti = context["ti"]
     # Record the images in place before touching anything, so the revert knows
-    # them even when the apply fails half-way (and no result is returned).
-    ti.xcom_push(key=BEFORE_KEY, value=dict(runner.status(target).images))
+    # them even when the apply fails half-way (and no result is returned). A
+    # resumed task keeps the record of its first part: the images are new now.
+    if resume is None:
+        ti.xcom_push(key=BEFORE_KEY, value=dict(runner.status(target).images))
     started = time.monotonic()
     try:
         if verify:
@@ -122,7 +126,7 @@ def rollout_local(
             result = verified_apply(
                 runner, target, step, verify, deadline_seconds=deadline_seconds,
                 dry_run=bool(chosen["dry_run"]), context=context,
-                progress=progress_sink(ti, label=step["service"]),
+                progress=progress_sink(ti, label=step["service"]), resume=resume,
             )  # fmt: skip
         else:
             result = runner.apply(

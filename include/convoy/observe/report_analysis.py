@@ -31,19 +31,50 @@ def markdown(services: Sequence[Any]) -> list[str]:
             f"### `{service}`: {run.get('template')} {run.get('where')}: "
             f"**{run.get('phase')}**{dry}",
             "",
-            f"Query ({run.get('provider')}): `{_code(run.get('query'))}`; "
-            f"passes in {run.get('range')}",
-            "",
-            "| Time | Value | Verdict | Note |",
-            "|---|---|---|---|",
         ]
-        lines += [
-            f"| {m.get('at')} | {_value(m.get('value'))} | {m.get('verdict')} "
-            f"| {_cell(m.get('message') or '')} |"
-            for m in run.get("measurements") or ()
-        ] or ["| - | - | - | no measurement |"]
-        lines.append("")
+        if run.get("decision"):
+            lines += [f"Decision: **{_cell(str(run['decision']))}**", ""]
+        lines += _measured(run)
     return lines
+
+
+def _measured(run: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"Query ({run.get('provider')}): `{_code(run.get('query'))}`; passes in {run.get('range')}",
+        "",
+        "| Time | Value | Verdict | Note |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {m.get('at')} | {_value(m.get('value'))} | {m.get('verdict')} "
+        f"| {_cell(m.get('message') or '')} |"
+        for m in run.get("measurements") or ()
+    ] or ["| - | - | - | no measurement |"]
+    lines.append("")
+    return lines
+
+
+def approval_markdown(
+    run: Mapping[str, Any], *, workload: str, images: Mapping[str, str], then: str
+) -> str:
+    """What the approver of an inconclusive analysis reads: where it ran and every measurement.
+
+    ``then``: what approving does (``the canary goes on with step 3: pods: 2``).
+    """
+    changes = ", ".join(f"`{_code(c)}` → `{_code(i)}`" for c, i in sorted(images.items()))
+    lines = [
+        f"Analysis **{_cell(str(run.get('template')))}** of service "
+        f"`{_code(run.get('service'))}` ({_cell(str(run.get('where')))}) was **inconclusive**: "
+        "too many measurements without a number.",
+        "",
+        f"Workload `{_code(workload)}`" + (f", new images {changes}" if changes else "") + ".",
+        "",
+        *_measured(run),
+        f"- **Approve**: {_cell(then)}.",
+        "- **Reject** (or no answer in time): the step fails and the rollback runs.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def html_rows(services: Sequence[Any]) -> list[dict[str, Any]]:
@@ -55,6 +86,7 @@ def html_rows(services: Sequence[Any]) -> list[dict[str, Any]]:
             "where": str(run.get("where")),
             "phase": str(run.get("phase")),
             "dry_run": bool(run.get("dryRun")),
+            "decision": str(run.get("decision") or ""),
             "provider": str(run.get("provider")),
             "query": str(run.get("query")),
             "range": str(run.get("range")),

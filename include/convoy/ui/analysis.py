@@ -3,7 +3,9 @@
 Read from the rollout and wave-analysis tasks' XCom ``analysis`` (a list of
 ``AnalysisRun.to_dict()``, pushed after every measurement): one chip per
 analysis, ``<service> <template> (<where>): <phase>`` with the latest value,
-coloured by phase; a running analysis shows how many measurements it has.
+coloured by phase; a running analysis shows how many measurements it has, an
+inconclusive one that went to the approval gate the decision
+(``awaiting approval``, ``approved by alice``, ``rejected by alice``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def chip(run: Mapping[str, Any]) -> tuple[str, str]:
     if measurements:
         last = measurements[-1]
         label += f" · {_value(last.get('value'))} {last.get('verdict')}"
+    if run.get("decision"):
+        label += f" · {run.get('decision')}"
     return label, PHASE_STATE.get(phase, "none")
 
 

@@ -80,3 +80,45 @@ def test_verify_arguments_of_each_service() -> None:
     agent = verify_kwargs(policy, "log-agent")
     assert agent["canary"] == []
     assert agent["analyses"] == ["error-rate", "latency"]
+
+
+def test_the_decision_about_an_inconclusive_analysis_is_shown() -> None:
+    decided = {**RUN, "phase": "inconclusive", "decision": "approved by alice"}
+    decided["measurements"] = [
+        {"at": "2026-11-26T17:00:00+00:00", "value": None, "verdict": "inconclusive",
+         "message": "no data"},
+    ]  # fmt: skip
+    report = build_report(
+        policy_name="verified",
+        digest="d",
+        run_id="manual__1",
+        services=[{"name": "cart", "status": "complete", "analysis": [decided]}],
+        **COMMON,
+    )
+    text = render_markdown(report)
+    assert "error-rate canary step 2 (1/3 pods updated): **inconclusive**" in text
+    assert "Decision: **approved by alice**" in text
+    assert "<p>Decision: <strong>approved by alice</strong></p>" in render_html(report)
+
+
+def test_the_approvers_request_shows_every_measurement() -> None:
+    from convoy.observe.report_analysis import approval_markdown
+
+    run = {**RUN, "phase": "inconclusive", "query": 'sum(x{a="|"})'}
+    run["measurements"] = [
+        {"at": "t1", "value": None, "verdict": "inconclusive", "message": "no data"},
+        {"at": "t2", "value": 0.5, "verdict": "fail", "message": ""},
+    ]
+    body = approval_markdown(
+        run, workload="shop/Deployment/cartservice", images={"server": "cart:2.4.0"},
+        then="the canary goes on with step 3 (pods: 2)",
+    )  # fmt: skip
+    assert body.startswith(
+        "Analysis **error-rate** of service `cart` (canary step 2 (1/3 pods updated)) "
+        "was **inconclusive**"
+    )
+    assert "`server` → `cart:2.4.0`" in body
+    assert 'Query (prometheus): `sum(x{a="|"})`; passes in [-inf, 0.01]' in body
+    assert "| t1 | no data | inconclusive | no data |" in body
+    assert "| t2 | 0.5 | fail |  |" in body
+    assert "- **Approve**: the canary goes on with step 3 (pods: 2)." in body
