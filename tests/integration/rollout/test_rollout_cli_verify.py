@@ -3,7 +3,8 @@
 The provider is the HTTP check against a small local server that answers only
 with the bearer token of the pod's Secret (handed over as the environment
 variables the pod's ``secretKeyRef`` would set), and fails images tagged
-``-errors``. The workloads are on the emulated cluster.
+``-errors``; one test measures on the real Prometheus scraping the emulator
+instead. The workloads are on the emulated cluster.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -238,3 +240,66 @@ def test_analyze_measures_a_wave_without_changing_it(
     assert not [r for r in emulated_cluster.requests if r.verb == "PATCH"]
     if code:
         assert out["error"] == "AnalysisFailed"
+
+
+ERROR_RATE = (
+    '(sum(rate(http_requests_total{namespace="{{ namespace }}", workload="{{ workload }}",'
+    ' image=~"{{ images }}", code=~"5.."}[5s])) or vector(0))'
+    ' / sum(rate(http_requests_total{namespace="{{ namespace }}", workload="{{ workload }}",'
+    ' image=~"{{ images }}"}[5s]))'
+)
+
+
+def test_verify_with_a_real_prometheus(
+    emulated_cluster: Any,
+    kubeconfig: Path,
+    tmp_path: Path,
+    start_prometheus: Callable[..., str],
+) -> None:
+    """The canary's analysis on the real query: the healthy image passes, ``-errors`` fails."""
+    prometheus = start_prometheus([urllib.parse.urlsplit(emulated_cluster.url).netloc])
+    emulated_cluster.add_workload("StatefulSet", NS, "bad", {"server": OLD}, replicas=3)
+    spec = {
+        "canary": [{"pods": 1}, {"analysis": "error-rate"}],
+        "analyses": [],
+        "templates": {
+            "error-rate": {
+                "name": "error-rate", "provider": "prometheus", "conn_id": "prometheus_default",
+                "query": ERROR_RATE, "min": None, "max": 0.05, "interval_s": 1.0, "count": 2,
+                "initial_delay_s": 4.0, "secret": "convoy-prometheus",
+            }
+        },
+    }  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env.update({e.env: prometheus for e in secret_env(spec["templates"]) if e.key == "address"})
+
+    def start(name: str, image: str) -> subprocess.Popen[str]:
+        args = [
+            "verify", "--namespace", NS, "--kind", "StatefulSet", "--name", name,
+            "--container", f"server={image}", "--service", name, "--spec-json", json.dumps(spec),
+            "--deadline-seconds", "30", "--kubeconfig", str(kubeconfig),
+        ]  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "convoy.rollout", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "CONVOY_XCOM_PATH": str(tmp_path / f"{name}.json")},
+        )
+
+    # Both at once: the test waits for one initial delay, not two.
+    started = {"db": start("db", NEW), "bad": start("bad", NEW + "-errors")}
+    outcomes = {}
+    for name, proc in started.items():
+        stdout, stderr = proc.communicate(timeout=90)
+        out = json.loads(stdout.strip().splitlines()[-1])
+        (run,) = out["analysis"]
+        outcomes[name] = (proc.returncode, out.get("error"), run["phase"], run["measurements"])
+        assert "Traceback" not in stderr
+    assert outcomes["db"][:3] == (0, None, "successful")
+    assert [m["value"] for m in outcomes["db"][3]] == [0.0, 0.0]
+    assert outcomes["bad"][:3] == (1, "AnalysisFailed", "failed")
+    (failed,) = outcomes["bad"][3]  # the first failed measurement stops the analysis
+    assert failed["verdict"] == "fail"
+    assert 0.1 < failed["value"] < 0.3  # 20 % of the canary pod's requests answer 500
+    assert emulated_cluster.images("StatefulSet", NS, "db") == {"server": NEW}
