@@ -212,3 +212,14 @@ def test_revert_after_a_rollout_that_changed_nothing_does_nothing(dag: Any) -> N
         "reverted": False,
         "reason": "nothing changed",
     }
+
+
+def test_dry_run_is_measured_once_in_the_pod(dag: Any) -> None:
+    """A dry run's pod gets --dry-run: no PATCH, each template measured once."""
+    ti = FakeTI("task")
+    ti.freeze(dag.get_task("preflight").op_kwargs["policy_path"], dry_run=True)
+    for task_id in ("wave_1.rollout_cart", "wave_1.analysis"):
+        task = dag.task_dict[task_id]
+        assert task.prepare_arguments({"ti": ti}) is None
+        assert task.arguments[0] in ("verify", "analyze")
+        assert "--dry-run" in task.arguments

@@ -1,6 +1,6 @@
 """The Kubernetes side of convoy: roll images of one workload, wait, explain, revert.
 
-Runs inside the rollout pod as ``python -m convoy.rollout apply|revert|status``
+Runs inside the rollout pod as ``python -m convoy.rollout apply|verify|revert|status|analyze``
 (see docs/rollout.md); :class:`RolloutRunner` is the library entry point.
 
 Names are imported lazily: importing the official Kubernetes client takes

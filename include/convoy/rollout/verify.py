@@ -2,9 +2,10 @@
 
 The spec is the run record's (:mod:`convoy.plan.verify`): ``verify[service]``
 for a service's rollout (canary steps, analyses after it, their templates) and
-``wave_verify`` plus the wave's targets for ``rollout.waveAnalysis``. The
-Airflow tasks of ``execution: local`` and the rollout pods run the same code on
-the same data; only where the providers come from differs.
+``wave_verify`` plus the wave's targets for ``rollout.waveAnalysis``. A rollout
+pod runs the same :class:`~convoy.rollout.canary.VerifiedRollout` on the same
+frozen spec as the Airflow task of ``execution: local``; only where the
+providers come from differs (Secrets here, Airflow connections there).
 """
 
 from __future__ import annotations
