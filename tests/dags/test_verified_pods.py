@@ -89,6 +89,9 @@ def test_verified_rollout_pod_runs_the_frozen_spec_with_secret_env(dag: Any) -> 
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     assert obj["metadata"]["labels"]["convoy.dev/analysis"] == "true"
     spec_ = obj["spec"]
+    # The rollout's 20 s and 300 s margin, plus two analyses of 3 measurements 10 s apart,
+    # each of which may wait 10 s for Prometheus: (20 + 30) * 2.
+    assert spec_["activeDeadlineSeconds"] == 20 + 300 + 100 + 1
     assert spec_["securityContext"]["runAsNonRoot"] is True
     (base,) = [c for c in spec_["containers"] if c["name"] == "base"]
     assert base["securityContext"]["readOnlyRootFilesystem"] is True
@@ -132,6 +135,7 @@ def test_wave_analysis_pod(dag: Any) -> None:
     obj = pod_dict(task)
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     assert obj["metadata"]["labels"]["convoy.dev/analysis"] == "true"
+    assert obj["spec"]["activeDeadlineSeconds"] == 300 + 50 + 1  # one target, one analysis
     (base,) = [c for c in obj["spec"]["containers"] if c["name"] == "base"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in base["env"] if "valueFrom" in e}
     assert set(refs) == {f"CONVOY_PROVIDER_0_{k}" for k in KEYS}
@@ -223,3 +227,15 @@ def test_dry_run_is_measured_once_in_the_pod(dag: Any) -> None:
         assert task.prepare_arguments({"ti": ti}) is None
         assert task.arguments[0] in ("verify", "analyze")
         assert "--dry-run" in task.arguments
+
+
+def test_pod_lifetime_covers_pauses_and_analyses_per_target() -> None:
+    from convoy.rollout.verify import extra_seconds
+
+    template = {"name": "t", "provider": "http", "conn_id": "gw", "query": "/", "min": 1,
+                "max": 1, "interval_s": 5.0, "count": 2, "initial_delay_s": 30.0}  # fmt: skip
+    canary = [{"pods": 1}, {"pause": "5m"}, {"analysis": "t"}]
+    assert extra_seconds({"canary": canary, "analyses": ["t"], "templates": {"t": template}}) == (
+        300 + 2 * (30 + 5 + 2 * 10)
+    )
+    assert extra_seconds({"analyses": ["t"], "templates": {"t": template}}, targets=3) == 3 * 55

@@ -271,7 +271,15 @@ class RolloutPodOperator(KubernetesPodOperator):
                 "--spec-json", json.dumps(spec, sort_keys=True),
             ]  # fmt: skip
             self.use_providers(spec)
+            self.allow_verification(frozen.plan.deadline_seconds, spec)
         return None
+
+    def allow_verification(self, base: float, spec: Mapping[str, Any], targets: int = 1) -> None:
+        """Pod lifetime for the rollout plus the spec's pauses and analyses, at their longest."""
+        from convoy.rollout.verify import extra_seconds
+
+        extra = extra_seconds(spec, targets=targets)
+        self.active_deadline_seconds = int(base + config.POD_DEADLINE_MARGIN_SECONDS + extra + 1)
 
     def use_providers(self, spec: Mapping[str, Any]) -> None:
         """The Secrets of the spec's providers as env, and the label of an analysing pod."""
@@ -434,6 +442,7 @@ class WaveAnalysisPodOperator(RolloutPodOperator):
             "--where", f"wave {self.wave}", *(["--dry-run"] if frozen.dry_run else []),
         ]  # fmt: skip
         self.use_providers(spec)
+        self.allow_verification(0, spec, targets=len(steps))
         return None
 
     def describe(self) -> str:

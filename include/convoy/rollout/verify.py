@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convoy.observe.progress import ProgressSink
+from convoy.policy.analysis import seconds
 from convoy.rollout.analysis import AnalysisRun, AnalysisSpec, Analyzer, require
 from convoy.rollout.canary import VerifiedResult, VerifiedRollout
 from convoy.rollout.runner import RolloutRunner, Target
@@ -21,6 +22,27 @@ from convoy.rollout.runner import RolloutRunner, Target
 
 def templates(spec: Mapping[str, Any]) -> dict[str, AnalysisSpec]:
     return {n: AnalysisSpec.from_dict(d) for n, d in dict(spec.get("templates") or {}).items()}
+
+
+def extra_seconds(spec: Mapping[str, Any], *, targets: int = 1) -> float:
+    """The longest the spec's pauses and analyses take on top of the rollout's own deadline.
+
+    A rollout pod's lifetime is capped (``activeDeadlineSeconds``): without this
+    a canary with pauses and long analyses would be killed half-way, neither
+    passed nor failed. Each measurement may wait the provider's full timeout.
+    """
+    from convoy.rollout.providers.prometheus import DEFAULT_TIMEOUT_S
+
+    known = templates(spec)
+    canary = list(spec.get("canary") or ())
+    total = sum(seconds(str(step["pause"])) for step in canary if "pause" in step)
+    names = [str(step["analysis"]) for step in canary if "analysis" in step]
+    names += [str(n) for n in spec.get("analyses") or ()] * max(targets, 1)
+    for name in names:
+        if name in known:
+            t = known[name]
+            total += t.initial_delay_s + t.interval_s * (t.count - 1) + t.count * DEFAULT_TIMEOUT_S
+    return total
 
 
 def verify_apply(
@@ -80,4 +102,4 @@ def analyze_targets(
     return list(analyzer.runs)
 
 
-__all__ = ["analyze_targets", "templates", "verify_apply"]
+__all__ = ["analyze_targets", "extra_seconds", "templates", "verify_apply"]
