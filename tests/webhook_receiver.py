@@ -16,6 +16,8 @@ class WebhookReceiver:
         self.statuses = list(statuses or [])
         #: The raw request bodies, in arrival order.
         self.raw: list[bytes] = []
+        #: The request paths (with their query), in arrival order.
+        self.paths: list[str] = []
         #: Wall-clock time (``time.time()``) each body arrived.
         self.arrived: list[float] = []
         self.received = threading.Event()
@@ -25,6 +27,7 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 receiver.raw.append(self.rfile.read(length))
+                receiver.paths.append(self.path)
                 receiver.arrived.append(time.time())
                 receiver.received.set()
                 status = receiver.statuses.pop(0) if receiver.statuses else 200

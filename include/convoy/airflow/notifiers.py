@@ -94,9 +94,38 @@ def task_states(context: Mapping[str, Any]) -> dict[str, str | None]:
             return {str(t.task_id): _state(t.state) for t in tis()}
         except Exception:
             log.debug("dag_run.get_task_instances failed", exc_info=True)
+    dag_id = str(_get(context.get("dag"), "dag_id") or _get(dag_run, "dag_id") or "")
+    if dag_id and run_id and (states := _states_from_metadata_db(dag_id, run_id)):
+        return states
     if ti is not None and _get(ti, "task_id"):
         return {str(_get(ti, "task_id")): _state(_get(ti, "state"))}
     return {}
+
+
+def _states_from_metadata_db(dag_id: str, run_id: str) -> dict[str, str | None]:
+    """Task states read from the metadata DB, where the process may (else ``{}``).
+
+    ``DAG.test()`` (so ``airflow dags test``) runs the DAG's callbacks in its
+    own process, with a task instance that cannot reach the API server
+    (``get_task_states`` fails) and a run without task instances; that process
+    owns the metadata DB. Workers, which must not touch it, never get here
+    because ``get_task_states`` works there.
+    """
+    try:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            rows = session.execute(
+                select(TaskInstance.task_id, TaskInstance.state).where(
+                    TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
+                )
+            ).all()
+    except Exception:
+        log.debug("task states not readable from the metadata DB", exc_info=True)
+        return {}
+    return {str(task_id): _state(state) for task_id, state in rows}
 
 
 def run_url(dag_id: str, run_id: str, base_url: str | None = None) -> str | None:
@@ -266,7 +295,24 @@ def redacted_url(url: str) -> str:
 # --------------------------------------------------------------------------- notifiers
 
 
-class WebhookNotifier(BaseNotifier):
+class _AnyDagTemplates:
+    """Template rendering that works when the callback's ``dag`` is a ``SerializedDAG``.
+
+    A DAG callback run by ``DAG.test()`` (so ``airflow dags test``) gets the
+    serialized DAG, which has no ``get_template_env``: ``BaseNotifier`` then
+    fails before sending (apache/airflow#64649, unreleased fix), and the
+    ``onFailure`` alert was lost. convoy's notifiers render nothing from the
+    DAG's Jinja settings (their text is set after rendering), so a plain
+    sandboxed environment is equivalent.
+    """
+
+    def get_template_env(self, dag: Any = None) -> Any:
+        if dag is not None and not hasattr(dag, "get_template_env"):
+            dag = None
+        return super().get_template_env(dag=dag)  # type: ignore[misc]
+
+
+class WebhookNotifier(_AnyDagTemplates, BaseNotifier):
     """POSTs :func:`alert_payload` as JSON; bounded retries on network errors and 5xx."""
 
     template_fields: Sequence[str] = ()
@@ -328,7 +374,7 @@ class WebhookNotifier(BaseNotifier):
         raise RuntimeError(f"webhook {where} did not accept the alert: {last}")
 
 
-class ConvoySmtpNotifier(SmtpNotifier):
+class ConvoySmtpNotifier(_AnyDagTemplates, SmtpNotifier):
     """The smtp provider's notifier, with convoy's subject and body."""
 
     def __init__(
@@ -366,7 +412,7 @@ def slack_available() -> bool:
     return True
 
 
-class ConvoySlackNotifier(BaseNotifier):
+class ConvoySlackNotifier(_AnyDagTemplates, BaseNotifier):
     """Posts convoy's message through the slack provider's ``SlackNotifier``."""
 
     template_fields: Sequence[str] = ()

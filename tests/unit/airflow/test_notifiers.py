@@ -404,3 +404,29 @@ def test_deadline_callback_takes_the_run_id_from_the_scheduler_context(
     assert body["event"] == "deadline"
     assert body["run_id"] == "manual__2026"
     assert "manual__2026" in body["subject"]
+
+
+# --------------------------------------------------------------------------- DAG callbacks
+
+
+def serialized_context(states: dict[str, str]) -> dict[str, Any]:
+    """The context of a DAG callback under ``DAG.test()``: its ``dag`` is a ``SerializedDAG``."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    ctx = context(states)
+    ctx["dag"] = DagSerialization.from_dict(DagSerialization.to_dict(ctx["dag"]))
+    assert not hasattr(ctx["dag"], "get_template_env")
+    return ctx
+
+
+def test_alerts_get_through_when_the_callback_has_a_serialized_dag(
+    smtp_server: _Mailbox, receiver: WebhookReceiver
+) -> None:
+    """``airflow dags test`` runs DAG callbacks with a SerializedDAG (apache/airflow#64649)."""
+    callback = alerts.lazy_notifiers(
+        ["smtp://alerts_smtp?to=oncall@example.com", receiver.url(HOOK)], policy=POLICY
+    )
+    assert callback is not None
+    callback(serialized_context(FAILED_AND_ROLLED_BACK))
+    assert len(smtp_server.messages) == 1
+    assert [b["failed_step"] for b in receiver.bodies] == ["wave_2.rollout_checkout"]
