@@ -32,6 +32,9 @@ from convoy.observe import analysis_metrics
 from convoy.plan import Plan, RolloutStep
 from convoy.plan.record import RecordError, RunRecord
 from convoy.policy.models import KubernetesSettings
+from convoy.redaction import get_logger
+
+log = get_logger(__name__)
 
 _M = TypeVar("_M")
 
@@ -161,9 +164,7 @@ def record_analyses(context: Mapping[str, Any], result: Mapping[str, Any]) -> No
             if run.get("phase") != "running" and not run.get("dryRun"):
                 analysis_metrics.finished(policy, service, template, str(run.get("phase")))
     except Exception:
-        log = getattr(ti, "log", None)
-        if log is not None:
-            log.warning("analyses of the pod's result not recorded", exc_info=True)
+        log.warning("analyses of the pod's result not recorded", exc_info=True)
 
 
 # The pods of one policy share these models instead of each building its own
