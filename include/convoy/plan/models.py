@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Final, Literal
 
 DatastoreStage = Literal["backup", "migrate", "transform", "validate"]
@@ -138,13 +138,36 @@ class Plan:
 
 
 def _content(plan: Plan) -> dict[str, Any]:
-    data = asdict(plan)
+    data: dict[str, Any] = _plain(plan)
     data.pop("digest")
     if data.get("approval") is None:
         # Plans without an approval keep the digest they had before the gate existed.
         data.pop("approval", None)
-    # JSON has no tuples: make the shape explicit and stable.
-    return json.loads(json.dumps(data, sort_keys=True))  # type: ignore[no-any-return]
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """What ``json.loads(json.dumps(asdict(value), sort_keys=True))`` gives, in one walk.
+
+    JSON has no tuples, so the shape is explicit and stable: lists, and
+    mappings with sorted string keys. Every DAG file parse computes the digest
+    of every plan, and ``asdict`` deep-copies each leaf before the round trip
+    turns the copies into JSON text and back.
+    """
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    names = _FIELDS.get(type(value))
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[type(value)] = tuple(f.name for f in fields(value))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in sorted(names)}
+    if isinstance(value, dict):
+        items = ((k if isinstance(k, str) else json.dumps(k), v) for k, v in value.items())
+        return {k: _plain(v) for k, v in sorted(items)}
+    return value
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def compute_digest(plan: Plan) -> str:
