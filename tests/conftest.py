@@ -142,6 +142,19 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """``airflow db migrate`` once per session (per xdist worker): the session's SQLite DB.
+
+    Even a migration with nothing to do costs seconds of CPU, so one fixture
+    serves every directory.
+    """
+    import subprocess
+
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ)
+
+
 @pytest.fixture
 def emulated_cluster() -> Iterator[Any]:
     """A started emulated Kubernetes API server; stopped after the test."""

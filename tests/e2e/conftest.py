@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from e2e_helpers import AIRFLOW, REPO
+from e2e_helpers import REPO
 
 DEMO = REPO / "dags" / "policies" / "demo.yaml"
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """``airflow db migrate`` once per session (SQLite in the tests' AIRFLOW_HOME)."""
-    subprocess.run([AIRFLOW, "db", "migrate"], check=True, capture_output=True, env=os.environ)
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +14,6 @@ from convoy.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, main
 from convoy.settings import SettingsError, parse_settings
 
 REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 PASSWORD = "hunter2-Sup3r-s3cret"
 TOKEN = "tok-9f8e7d6c5b4a"
 
@@ -100,12 +96,6 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- against Airflow's DB
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """``airflow db migrate`` once (SQLite in the tests' temporary AIRFLOW_HOME)."""
-    subprocess.run([AIRFLOW, "db", "migrate"], check=True, capture_output=True, env=os.environ)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ TINY_POLICY = {
 
 
 def test_dags_test_run_emits_outcome_and_rollout_metrics(
-    statsd: StatsdListener, emulated_cluster: Any, tmp_path: Path
+    airflow_db: None, statsd: StatsdListener, emulated_cluster: Any, tmp_path: Path
 ) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
@@ -66,8 +66,6 @@ def test_dags_test_run_emits_outcome_and_rollout_metrics(
         ),
     }
     env.pop("KUBECONFIG", None)
-    # The session's AIRFLOW_HOME (tests/conftest.py); a no-op when already migrated.
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     proc = subprocess.run(
         [AIRFLOW, "dags", "test", "metrics-probe"],
         env=env,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -26,13 +25,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import operate_helpers
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """``airflow db migrate`` once (the tests' own SQLite metadata DB): prune reads run states."""
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ)
 
 
 @pytest.fixture
