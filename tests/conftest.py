@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -76,6 +78,51 @@ def pytest_configure_node(node: Any) -> None:
         "removed": caller.removed,
         "watched": [str(path) for path in caller.watched],
     }
+    node.workerinput["convoy_groups"] = str(_groups_dir(node.config))
+
+
+_GROUPS_DIR = pytest.StashKey[Path]()
+
+
+def _groups_dir(config: pytest.Config) -> Path:
+    """Where the workers write which test is in which ``xdist_group`` (controller side)."""
+    if _GROUPS_DIR not in config.stash:
+        config.stash[_GROUPS_DIR] = Path(tempfile.mkdtemp(prefix="convoy-xdist-groups-"))
+    return config.stash[_GROUPS_DIR]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` that works with pytest 9.2.
+
+    xdist 3.8 tells the controller a test's group by appending ``@group`` to
+    its node id in the worker, which pytest 9.2's node ids no longer allow
+    (the assignment is silently lost and every test is scheduled alone). The
+    workers write the groups to a file instead (``pytest_collection_modifyitems``
+    below); the controller reads them once every worker has collected.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups_dir = _groups_dir(config)
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = {}
+                for path in sorted(groups_dir.glob("*.json")):
+                    self.groups.update(json.loads(path.read_text()))
+            return self.groups.get(nodeid, nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _GROUPS_DIR in config.stash:
+        shutil.rmtree(config.stash[_GROUPS_DIR], ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -104,13 +151,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     Fixtures are per worker: spread over two, the session's demo run (minutes)
     or a module's API server would be set up twice. The tests of the demo run
     form one group, those of a module with a module- or class-scoped fixture
-    another. Before xdist's own hook, which reads the groups.
+    another (and any test may carry an ``xdist_group`` mark of its own).
     """
     for item in items:
         if "demo_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("demo_run"))
         elif _shares_a_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    target = getattr(config, "workerinput", {}).get("convoy_groups")
+    if target is None:
+        return
+    groups = {}
+    for item in items:
+        names = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        if names:
+            groups[item.nodeid] = "@" + "_".join(sorted(names))
+    worker = config.workerinput["workerid"]
+    (Path(target) / f"{worker}.json").write_text(json.dumps(groups))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
