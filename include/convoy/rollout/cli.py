@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if action == "verify":
             p.add_argument("--service", required=True, help="the policy's service name")
+            p.add_argument(
+                "--resume-json",
+                help="the checkpoint an earlier verify ended with on an inconclusive analysis "
+                "(its result's checkpoint): go on from there once the analysis is approved",
+            )
         if action == "analyze":
             p.add_argument("--where", default="analysis", help='e.g. "wave 1"')
             p.add_argument("--dry-run", action="store_true")
@@ -189,6 +194,36 @@ def _verified_so_far(verified: Any) -> dict[str, Any]:
     return out
 
 
+def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
+    """``--resume-json`` as a ``Checkpoint`` (``None`` without it)."""
+    raw = getattr(args, "resume_json", None)
+    if not raw:
+        return None
+    from convoy.rollout.canary import Checkpoint
+
+    try:
+        return Checkpoint.from_dict(json.loads(raw))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        parser.error(f"--resume-json is not a checkpoint: {type(exc).__name__}: {exc}")
+
+
+def _checkpoint(verified: Any, exc: Exception) -> dict[str, Any]:
+    """Where an inconclusive ``verify`` stopped, for a later ``verify --resume-json``.
+
+    A pod cannot wait for the approver: it ends, and the task that parks for the
+    decision starts the next pod from this (the same checkpoint a local task parks with).
+    """
+    from convoy.rollout.analysis import AnalysisInconclusive
+
+    if verified is None or not isinstance(exc, AnalysisInconclusive):
+        return {}
+    stopped = verified.checkpoint()
+    if stopped is None:
+        return {}
+    return {"checkpoint": {**stopped.to_dict(),
+                           "runs": [r.to_dict() for r in verified.analyzer.runs]}}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -199,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     containers = _containers(args, parser)
     spec = _spec(args, parser)
+    resume = _resume(args, parser)
     if getattr(args, "only_if_run_id", None) == "":
         parser.error("--only-if-run-id needs a run id")
     from convoy.rollout.runner import RolloutRunner, Target  # imports the Kubernetes client
@@ -227,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             done = verify_apply(
                 verified, target, spec, service=args.service,
                 deadline_seconds=args.deadline_seconds, dry_run=args.dry_run, run_id=args.run_id,
+                resume=resume,
             )  # fmt: skip
             # The rollout's result with the analyses and canary steps, as local tasks push them.
             _emit({"ok": True, "verified": True, **done.to_dict()})
@@ -250,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     except RolloutError as exc:
         log.error("%s failed: %s", args.action, exc.message)
-        _emit({"action": args.action, "ok": False, **_verified_so_far(verified), **exc.to_dict()})
+        _emit({"action": args.action, "ok": False, **_verified_so_far(verified),
+               **_checkpoint(verified, exc), **exc.to_dict()})  # fmt: skip
         return EXIT_FAILED
     except Exception as exc:  # configuration problems (kubeconfig, context...)
         log.error("%s failed: %s: %s", args.action, type(exc).__name__, exc)

@@ -16,7 +16,7 @@ from typing import Any
 from convoy.observe.progress import ProgressSink
 from convoy.policy.analysis import seconds
 from convoy.rollout.analysis import AnalysisRun, AnalysisSpec, Analyzer, require
-from convoy.rollout.canary import VerifiedResult, VerifiedRollout
+from convoy.rollout.canary import Checkpoint, VerifiedResult, VerifiedRollout
 from convoy.rollout.runner import RolloutRunner, Target
 
 
@@ -55,8 +55,12 @@ def verify_apply(
     dry_run: bool,
     run_id: str | None,
     progress: ProgressSink | None = None,
+    resume: Checkpoint | None = None,
 ) -> VerifiedResult:
-    """Roll ``target`` out through the spec's canary steps, then its analyses."""
+    """Roll ``target`` out through the spec's canary steps, then its analyses.
+
+    ``resume``: go on from where an earlier call stopped on an inconclusive analysis.
+    """
     known = templates(spec)
     return verified.apply(
         target,
@@ -68,6 +72,7 @@ def verify_apply(
         dry_run=dry_run,
         run_id=run_id,
         progress=progress,
+        resume=resume,
     )
 
 

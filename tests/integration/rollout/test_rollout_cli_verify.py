@@ -303,3 +303,60 @@ def test_verify_with_a_real_prometheus(
     assert failed["verdict"] == "fail"
     assert 0.1 < failed["value"] < 0.3  # 20 % of the canary pod's requests answer 500
     assert emulated_cluster.images("StatefulSet", NS, "db") == {"server": NEW}
+
+
+def test_inconclusive_verify_ends_with_a_checkpoint_and_resume_goes_on_from_it(
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: Health
+) -> None:
+    spec = spec_for(tmp_path, NEW)
+    # Nothing listens on port 1: every measurement of the canary's analysis has no number.
+    code, out, proc = verify(
+        kubeconfig, tmp_path, spec, secret_environ(spec, "http://127.0.0.1:1"), NEW
+    )
+    assert code == 1, proc.stderr
+    assert out["error"] == "AnalysisInconclusive"
+    checkpoint = out["checkpoint"]
+    assert (checkpoint["stage"], checkpoint["index"]) == ("canary", 2)
+    assert checkpoint["previous"] == {"server": OLD}
+    assert [(r["where"], r["phase"]) for r in checkpoint["runs"]] == [
+        ("canary step 2 (1/3 pods updated)", "inconclusive"),
+    ]
+    assert TOKEN not in proc.stdout + proc.stderr
+    sts = emulated_cluster.get_workload("StatefulSet", NS, "db")
+    assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 2
+
+    # The continuation, with the provider reachable again: the held canary goes on.
+    code, out, proc = run_cli(
+        kubeconfig, tmp_path / "xcom" / "return.json", secret_environ(spec, health.url),
+        "verify", "--namespace", NS, "--kind", "StatefulSet", "--name", "db",
+        "--container", f"server={NEW}", "--service", "db", "--spec-json", json.dumps(spec),
+        "--deadline-seconds", "30", "--run-id", "run-1", "--resume-json", json.dumps(checkpoint),
+    )  # fmt: skip
+    assert code == 0, proc.stderr
+    assert out["ok"] is True
+    assert out["status"] == "complete"
+    assert out["previousImages"] == {"server": OLD}
+    # The first pod's step 1 and its analysis are kept, not done again.
+    assert [(r["where"], r["phase"]) for r in out["analysis"]] == [
+        ("canary step 2 (1/3 pods updated)", "inconclusive"),
+        ("after rollout", "successful"),
+    ]
+    assert out["canary"][0] == checkpoint["steps"][0]
+    assert [s.get("step") for s in out["canary"]] == [1, 2]
+    assert emulated_cluster.images("StatefulSet", NS, "db") == {"server": NEW}
+    sts = emulated_cluster.get_workload("StatefulSet", NS, "db")
+    assert sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] == 0
+    # Only the after-rollout analysis measured: the canary step's was not run again.
+    assert len(health.seen) == 2
+
+
+def test_resume_json_must_be_a_checkpoint(kubeconfig: Path, tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, NEW)
+    code, _out, proc = run_cli(
+        kubeconfig, tmp_path / "xcom" / "return.json", {},
+        "verify", "--namespace", NS, "--kind", "StatefulSet", "--name", "db",
+        "--container", f"server={NEW}", "--service", "db", "--spec-json", json.dumps(spec),
+        "--resume-json", "[1]",
+    )  # fmt: skip
+    assert code == 2, proc.stderr
+    assert "--resume-json is not a checkpoint" in proc.stdout + proc.stderr
