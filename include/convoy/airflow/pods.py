@@ -10,6 +10,10 @@ record froze, and ``rollout.waveAnalysis`` runs ``analyze`` in a pod of its own.
 Both are given at run time, after Airflow rendered the task's templates, so the
 queries' ``{{ variables }}`` never meet Jinja. The providers' addresses and
 credentials reach the pod only as ``secretKeyRef`` environment variables.
+
+With an approval gate, a ``verify`` pod that ends on an inconclusive analysis
+parks its task with the pod's checkpoint (:mod:`convoy.airflow.inconclusive`);
+once approved, a continuation pod goes on from it (``verify --resume-json``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -24,7 +29,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import Configuration
 from kubernetes.client import models as k8s
 
-from convoy.airflow import config, gates, local_rollout, retries
+from convoy.airflow import config, gates, inconclusive, local_rollout, retries
 from convoy.airflow import preflight as preflight_task
 from convoy.airflow.analysis import ANALYSIS_KEY, WAVE_TASK_ID
 from convoy.airflow.runtime import policy_name
@@ -140,11 +145,14 @@ def _run_id(arguments: Sequence[str]) -> str | None:
     return None
 
 
-def record_analyses(context: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+def record_analyses(
+    context: Mapping[str, Any], result: Mapping[str, Any], *, counted: int = 0
+) -> None:
     """XCom ``analysis``/``canary`` and the analysis metrics of a pod's result, as local tasks.
 
     The pod measured everything before it answered, so the measurements are
-    sent here at once (local tasks send them as they come). Never raises.
+    sent here at once (local tasks send them as they come). The first
+    ``counted`` runs were sent by the pod a continuation resumed from. Never raises.
     """
     runs = result.get("analysis")
     steps = result.get("canary")
@@ -155,7 +163,7 @@ def record_analyses(context: Mapping[str, Any], result: Mapping[str, Any]) -> No
         if isinstance(steps, list) and steps:
             ti.xcom_push(key="canary", value=steps)
         policy = policy_name(context)
-        for run in runs if isinstance(runs, list) else ():
+        for run in runs[counted:] if isinstance(runs, list) else ():
             service, template = str(run.get("service")), str(run.get("template"))
             for m in run.get("measurements") or ():
                 if m.get("value") is not None:
@@ -248,6 +256,8 @@ class RolloutPodOperator(KubernetesPodOperator):
     _convoy_context: Mapping[str, Any] | None = None
     _convoy_started: float | None = None
     _convoy_result: Mapping[str, Any] | None = None
+    #: The approved checkpoint a continuation pod goes on from (``verify --resume-json``).
+    _convoy_resume: Mapping[str, Any] | None = None
     #: Whether a failure is classified as a revert's (``retriable_in_revert``) or an
     #: apply's (``retriable``): :mod:`convoy.airflow.retries`, as in local mode.
     reverting: bool = False
@@ -266,10 +276,13 @@ class RolloutPodOperator(KubernetesPodOperator):
             self.arguments = [*self.arguments, "--dry-run"]
         spec = dict(frozen.verify.get(self.service) or {})
         if spec:
-            rest = _without(self.arguments[1:], frozenset({"--service", "--spec-json"}))
+            options = frozenset({"--service", "--spec-json", "--resume-json"})
+            rest = _without(self.arguments[1:], options)
+            resume = self._convoy_resume
             self.arguments = [
                 "verify", *rest, "--service", self.service,
                 "--spec-json", json.dumps(spec, sort_keys=True),
+                *(["--resume-json", json.dumps(resume, sort_keys=True)] if resume else []),
             ]  # fmt: skip
             self.use_providers(spec)
             self.allow_verification(frozen.plan.deadline_seconds, spec)
@@ -301,10 +314,112 @@ class RolloutPodOperator(KubernetesPodOperator):
         if early is not None:
             return early
         try:
-            return super().execute(context)
+            return self.run_pod(context)
         except Exception as exc:
+            self.park_if_inconclusive(context)
             self.raise_if_deterministic(exc)
             raise
+
+    def run_pod(self, context: Any) -> Any:
+        """The KPO's own execute: start the pod, follow it, read its result."""
+        return super().execute(context)
+
+    def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Any) -> k8s.V1Pod:
+        if self._convoy_resume is None:
+            return super().get_or_create_pod(pod_request_obj, context)
+        # The KPO and its pod manager log the whole pod request, arguments included;
+        # a continuation's checkpoint carries the rendered queries and their values.
+        manager = self.pod_manager
+        operator_log, manager_log = self.log, manager.log
+        self._cached_logger = _WithoutPodRequest(operator_log)
+        manager._log = _WithoutPodRequest(manager_log)
+        try:
+            return super().get_or_create_pod(pod_request_obj, context)
+        finally:
+            self._cached_logger, manager._log = operator_log, manager_log
+
+    def park_if_inconclusive(self, context: Any) -> None:
+        """Park for the approval gate when the pod stopped on an inconclusive analysis.
+
+        As a local task does (:func:`convoy.airflow.analysis.verified_apply`):
+        the pod ended with its checkpoint, and :meth:`resume_after_decision`
+        starts the continuation pod from it once approved. A continuation that
+        stops again does not ask a second time in the same try.
+        """
+        result = self._convoy_result
+        if (
+            result is None
+            or result.get("action") != "verify"
+            or result.get("error") != "AnalysisInconclusive"
+            or not isinstance(result.get("checkpoint"), Mapping)
+            or not result["checkpoint"].get("runs")
+        ):
+            return
+        frozen = preflight_task.run_record(context)
+        approval = inconclusive.gate(context, frozen)
+        if approval is None:
+            return
+        runs = [dict(r) for r in result["checkpoint"]["runs"]]
+        if self._convoy_resume is not None:
+            runs[-1]["decision"] = inconclusive.NOT_ASKED
+            self.push_analyses(context, runs)
+            return
+        runs[-1]["decision"] = inconclusive.AWAITING
+        self.push_analyses(context, runs)
+        from convoy.airflow.analysis import _then
+        from convoy.rollout.analysis import AnalysisSpec
+
+        verify = dict(frozen.verify.get(self.service) or {})
+        templates = dict(verify.get("templates") or {})
+        analyses = [AnalysisSpec.from_dict(templates[n]) for n in verify.get("analyses", [])
+                    if n in templates]  # fmt: skip
+        checkpoint = {**result["checkpoint"], "runs": runs}
+        canary = list(verify.get("canary", []))
+        then = _then(str(checkpoint["stage"]), int(checkpoint["index"]), canary, analyses)
+        step = frozen.step(self.service)
+        inconclusive.park(
+            context,
+            approval,
+            run=runs[-1],
+            workload=f"{step.namespace}/{step.kind}/{step.workload}",
+            images=dict(step.containers),
+            then=then,
+            checkpoint=checkpoint,
+        )
+
+    def resume_after_decision(
+        self, context: Any, event: Any = None, checkpoint: Any = None, **_: Any
+    ) -> Any:
+        """The approver's answer: a continuation pod from ``checkpoint``, or the failure.
+
+        Rejected or timed out, the task fails at once (not retried) and the
+        rollback runs, as in local mode.
+        """
+        from convoy.airflow.analysis import _decided
+        from convoy.rollout.analysis import AnalysisInconclusive
+        from convoy.rollout.canary import Checkpoint
+
+        approval = getattr(preflight_task.run_record(context).plan, "approval", None)
+        # What _decided leaves the runs and steps of the parked try on after a rejection.
+        parked = SimpleNamespace(analyzer=SimpleNamespace(runs=[]), steps=[])
+        try:
+            decided = _decided(parked, Checkpoint.from_dict(checkpoint or {}),
+                               {"event": event}, approval)  # fmt: skip
+        except AnalysisInconclusive as exc:
+            self.push_analyses(context, [r.to_dict() for r in parked.analyzer.runs])
+            retries.fail(f"{self.describe()} failed: {exc.message}", exc)
+        self.push_analyses(context, [dict(r) for r in decided.runs])
+        self._convoy_resume = decided.to_dict()
+        # A new pod, not the parked try's (which the KPO deleted when it ended).
+        self.pod = None
+        self.pod_request_obj = None
+        return self.execute(context)
+
+    def push_analyses(self, context: Mapping[str, Any], runs: list[dict[str, Any]]) -> None:
+        try:
+            context["ti"].xcom_push(key=ANALYSIS_KEY, value=runs)
+        except Exception:
+            self.log.warning("could not push the analysis of %s", self.service, exc_info=True)
 
     def raise_if_deterministic(self, exc: Exception) -> None:
         """Turn a failed pod into a no-retry failure when its result says retrying is futile.
@@ -331,7 +446,8 @@ class RolloutPodOperator(KubernetesPodOperator):
         if self._convoy_context is not None and isinstance(result, dict):
             self._convoy_context["ti"].xcom_push(key=config.RESULT_KEY, value=result)
             if "analysis" in result or "canary" in result:
-                record_analyses(self._convoy_context, result)
+                counted = len((self._convoy_resume or {}).get("runs") or ())
+                record_analyses(self._convoy_context, result, counted=counted)
             self.record_result(self._convoy_context, result)
         return result
 
@@ -369,6 +485,29 @@ class RolloutPodOperator(KubernetesPodOperator):
             )
         except Exception:
             self.log.warning("%s: rollout metrics not sent", self.service, exc_info=True)
+
+
+class _WithoutPodRequest:
+    """A logger that leaves out debug lines and any line that quotes ``--resume-json``."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._logger, name)
+        if name not in ("info", "warning", "error", "exception", "critical"):
+            return method
+
+        def logged(msg: Any, *args: Any, **kwargs: Any) -> Any:
+            if any("--resume-json" in str(a) for a in (msg, *args)):
+                return method("the continuation pod's request is not logged: its checkpoint "
+                              "carries the rendered queries")  # fmt: skip
+            return method(msg, *args, **kwargs)
+
+        return logged
 
 
 class RevertPodOperator(RolloutPodOperator):
