@@ -101,7 +101,9 @@ def _pods(task: Any, monkeypatch: pytest.MonkeyPatch, *results: dict[str, Any]) 
 
     def run_pod(context: Any) -> Any:
         ti = context["ti"]
-        started.append((list(task.arguments), ti.xcom_pull(task_ids=TASK, key=ANALYSIS_KEY)))
+        started.append(
+            (list(task.arguments), ti.xcom_pull(task_ids=task.task_id, key=ANALYSIS_KEY))
+        )
         task.__dict__["pod_manager"] = FakePodManager(pending.pop(0))
         result = task.extract_xcom(pod=None)
         if result.get("ok") is False:
@@ -128,8 +130,8 @@ def _park(task: Any, context: dict[str, Any]) -> dict[str, Any]:
     return dict(parked.value.kwargs["checkpoint"])
 
 
-def _decisions(context: dict[str, Any]) -> list[Any]:
-    runs = context["ti"].xcom_pull(task_ids=TASK, key=ANALYSIS_KEY)
+def _decisions(context: dict[str, Any], task_id: str = TASK) -> list[Any]:
+    runs = context["ti"].xcom_pull(task_ids=task_id, key=ANALYSIS_KEY)
     return [r.get("decision") for r in runs]
 
 
@@ -273,3 +275,99 @@ def test_continuation_pod_request_is_not_logged(rollout: Any) -> None:
     assert lines[-1] == (
         "the continuation pod's request is not logged: its checkpoint carries the rendered queries"
     )
+
+
+WAVE_TASK = "wave_0.analysis"
+
+
+@pytest.fixture
+def wave(write_policy: Callable[..., Path]) -> tuple[Any, dict[str, Any]]:
+    """Wave 0's analysis pod (template errors on redis and currency) and its task context."""
+    data = policy_dict(
+        "shop",
+        execution="kubernetes",
+        approval=APPROVAL,
+        analysisTemplates=[
+            {"name": "errors", "query": QUERY, "thresholdRange": {"max": 0.01},
+             "provider": {"prometheus": {"connId": "prom", "secretRef": {"name": "prom-creds"}}}},
+        ],
+    )  # fmt: skip
+    data["rollout"].update(waveAnalysis=["errors"])
+    path = write_policy("shop.yaml", data)
+    task = build_dag(load_policy(path)).task_dict[WAVE_TASK]
+    task.render_template_fields({"run_id": "manual__1", "params": {}})
+    ti = FakeTI(WAVE_TASK)
+    ti.freeze(path)
+    ti.id = uuid.uuid4()
+    return task, {"ti": ti, "task_instance": ti, "task": task, "run_id": "manual__1"}
+
+
+def _wave_parked(context: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Wave 0's steps, and an analyze result inconclusive on the first one's analysis."""
+    from convoy.airflow.preflight import run_record
+
+    steps = [s for w in run_record(context).plan.waves if w.index == 0 for s in w.steps]
+    run = _run(where="wave 0", service=steps[0].service)
+    return steps, {
+        "ok": False, "action": "analyze", "error": "AnalysisInconclusive",
+        "message": f"analysis errors of {steps[0].service} (wave 0) was inconclusive",
+        "analysis": [run],
+        "checkpoint": {"step": 0, "template": 0, "service": steps[0].service, "runs": [run]},
+    }  # fmt: skip
+
+
+def test_parked_wave_analysis_pod_goes_on_in_a_continuation_pod_once_approved(
+    wave: Any, comms: Comms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task, context = wave
+    steps, parked = _wave_parked(context)
+    assert len(steps) > 1
+    first, second = steps[0], steps[1]
+    done = {
+        "ok": True, "action": "analyze", "dryRun": False,
+        "analysis": [_run(where="wave 0", service=first.service, decision="approved by alice"),
+                     _run(where="wave 0", service=second.service, phase="successful")],
+    }  # fmt: skip
+    pods = _pods(task, monkeypatch, parked, done)
+    checkpoint = _park(task, context)
+    [request] = comms.sent
+    assert request.subject.startswith(f"Inconclusive analysis errors of {first.service} (wave 0)")
+    assert f"{first.namespace}/{first.kind}/{first.workload}" in request.body
+    assert f"wave 0's analysis goes on with {second.service}" in request.body
+    assert (checkpoint["step"], checkpoint["template"]) == (0, 0)
+    assert _decisions(context, WAVE_TASK) == [inconclusive.AWAITING]
+    assert "--resume-json" not in pods[0][0]
+
+    result = task.resume_after_decision(context, event=_event("Approve"), checkpoint=checkpoint)
+
+    assert len(comms.sent) == 1
+    args, analyses_before = pods[1]
+    assert args[0] == "analyze"
+    assert args.count("--resume-json") == 1
+    given = json.loads(args[args.index("--resume-json") + 1])
+    assert (given["step"], given["template"]) == (0, 0)
+    assert given["runs"][-1]["decision"] == "approved by alice"
+    assert [r["decision"] for r in analyses_before] == ["approved by alice"]
+    assert _decisions(context, WAVE_TASK) == ["approved by alice", None]
+    assert result["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("event", "decision"),
+    [
+        (_event("Reject", "bob"), "rejected by bob"),
+        ({"error": "no response", "error_type": "timeout"}, "approval timed out"),
+    ],
+)
+def test_rejected_wave_analysis_fails_at_once_without_a_pod(
+    wave: Any, comms: Comms, monkeypatch: pytest.MonkeyPatch, event: Any, decision: str
+) -> None:
+    task, context = wave
+    _steps, parked = _wave_parked(context)
+    pods = _pods(task, monkeypatch, parked)
+    checkpoint = _park(task, context)
+    with pytest.raises(AirflowFailException, match=f"wave 0 analysis failed: .*; {decision}"):
+        task.resume_after_decision(context, event=event, checkpoint=checkpoint)
+    assert len(pods) == 1
+    [recorded] = _decisions(context, WAVE_TASK)
+    assert recorded.startswith(decision)

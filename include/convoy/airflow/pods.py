@@ -14,6 +14,7 @@ credentials reach the pod only as ``secretKeyRef`` environment variables.
 With an approval gate, a ``verify`` pod that ends on an inconclusive analysis
 parks its task with the pod's checkpoint (:mod:`convoy.airflow.inconclusive`);
 once approved, a continuation pod goes on from it (``verify --resume-json``).
+A wave's ``analyze`` pod parks and goes on the same way (``analyze --resume-json``).
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ class RolloutPodOperator(KubernetesPodOperator):
     _convoy_context: Mapping[str, Any] | None = None
     _convoy_started: float | None = None
     _convoy_result: Mapping[str, Any] | None = None
-    #: The approved checkpoint a continuation pod goes on from (``verify --resume-json``).
+    #: The approved checkpoint a continuation pod goes on from (``--resume-json``).
     _convoy_resume: Mapping[str, Any] | None = None
     #: Whether a failure is classified as a revert's (``retriable_in_revert``) or an
     #: apply's (``retriable``): :mod:`convoy.airflow.retries`, as in local mode.
@@ -349,7 +350,7 @@ class RolloutPodOperator(KubernetesPodOperator):
         result = self._convoy_result
         if (
             result is None
-            or result.get("action") != "verify"
+            or result.get("action") not in ("verify", "analyze")
             or result.get("error") != "AnalysisInconclusive"
             or not isinstance(result.get("checkpoint"), Mapping)
             or not result["checkpoint"].get("runs")
@@ -366,17 +367,8 @@ class RolloutPodOperator(KubernetesPodOperator):
             return
         runs[-1]["decision"] = inconclusive.AWAITING
         self.push_analyses(context, runs)
-        from convoy.airflow.analysis import _then
-        from convoy.rollout.analysis import AnalysisSpec
-
-        verify = dict(frozen.verify.get(self.service) or {})
-        templates = dict(verify.get("templates") or {})
-        analyses = [AnalysisSpec.from_dict(templates[n]) for n in verify.get("analyses", [])
-                    if n in templates]  # fmt: skip
         checkpoint = {**result["checkpoint"], "runs": runs}
-        canary = list(verify.get("canary", []))
-        then = _then(str(checkpoint["stage"]), int(checkpoint["index"]), canary, analyses)
-        step = frozen.step(self.service)
+        step, then = self.parked_on(frozen, checkpoint)
         inconclusive.park(
             context,
             approval,
@@ -387,6 +379,19 @@ class RolloutPodOperator(KubernetesPodOperator):
             checkpoint=checkpoint,
         )
 
+    def parked_on(self, frozen: Any, checkpoint: Mapping[str, Any]) -> tuple[RolloutStep, str]:
+        """The step an inconclusive pod stopped on, and what approving does (for the approver)."""
+        from convoy.airflow.analysis import _then
+        from convoy.rollout.analysis import AnalysisSpec
+
+        verify = dict(frozen.verify.get(self.service) or {})
+        templates = dict(verify.get("templates") or {})
+        analyses = [AnalysisSpec.from_dict(templates[n]) for n in verify.get("analyses", [])
+                    if n in templates]  # fmt: skip
+        canary = list(verify.get("canary", []))
+        then = _then(str(checkpoint["stage"]), int(checkpoint["index"]), canary, analyses)
+        return frozen.step(self.service), then
+
     def resume_after_decision(
         self, context: Any, event: Any = None, checkpoint: Any = None, **_: Any
     ) -> Any:
@@ -395,25 +400,32 @@ class RolloutPodOperator(KubernetesPodOperator):
         Rejected or timed out, the task fails at once (not retried) and the
         rollback runs, as in local mode.
         """
-        from convoy.airflow.analysis import _decided
-        from convoy.rollout.analysis import AnalysisInconclusive
-        from convoy.rollout.canary import Checkpoint
-
         approval = getattr(preflight_task.run_record(context).plan, "approval", None)
-        # What _decided leaves the runs and steps of the parked try on after a rejection.
-        parked = SimpleNamespace(analyzer=SimpleNamespace(runs=[]), steps=[])
-        try:
-            decided = _decided(parked, Checkpoint.from_dict(checkpoint or {}),
-                               {"event": event}, approval)  # fmt: skip
-        except AnalysisInconclusive as exc:
-            self.push_analyses(context, [r.to_dict() for r in parked.analyzer.runs])
-            retries.fail(f"{self.describe()} failed: {exc.message}", exc)
-        self.push_analyses(context, [dict(r) for r in decided.runs])
-        self._convoy_resume = decided.to_dict()
+        decided = self.decided(context, dict(checkpoint or {}), event, approval)
+        self.push_analyses(context, [dict(r) for r in decided["runs"]])
+        self._convoy_resume = decided
         # A new pod, not the parked try's (which the KPO deleted when it ended).
         self.pod = None
         self.pod_request_obj = None
         return self.execute(context)
+
+    def decided(
+        self, context: Mapping[str, Any], checkpoint: dict[str, Any], event: Any, approval: Any
+    ) -> dict[str, Any]:
+        """The checkpoint with the approver's decision; fails the task unless approved."""
+        from convoy.airflow.analysis import _decided
+        from convoy.rollout.analysis import AnalysisInconclusive
+        from convoy.rollout.canary import Checkpoint
+
+        # What _decided leaves the runs and steps of the parked try on after a rejection.
+        parked = SimpleNamespace(analyzer=SimpleNamespace(runs=[]), steps=[])
+        try:
+            decided = _decided(parked, Checkpoint.from_dict(checkpoint),
+                               {"event": event}, approval)  # fmt: skip
+        except AnalysisInconclusive as exc:
+            self.push_analyses(context, [r.to_dict() for r in parked.analyzer.runs])
+            retries.fail(f"{self.describe()} failed: {exc.message}", exc)
+        return dict(decided.to_dict())
 
     def push_analyses(self, context: Mapping[str, Any], runs: list[dict[str, Any]]) -> None:
         try:
@@ -569,17 +581,22 @@ class WaveAnalysisPodOperator(RolloutPodOperator):
 
     wave: int = 0
 
+    def steps(self, frozen: Any) -> list[RolloutStep]:
+        return [s for w in frozen.plan.waves if w.index == self.wave for s in w.steps]
+
     def prepare_arguments(self, context: Mapping[str, Any]) -> Any:
         frozen = preflight_task.run_record(context)
         spec = dict(frozen.wave_verify or {})
-        steps = [s for w in frozen.plan.waves if w.index == self.wave for s in w.steps]
+        steps = self.steps(frozen)
         if not spec or not steps:
             self.log.info("wave %d: no wave analysis to run", self.wave)
             return []
         spec["targets"] = [local_rollout.step_dict(s) for s in steps]
+        resume = self._convoy_resume
         self.arguments = [
             "analyze", "--spec-json", json.dumps(spec, sort_keys=True),
             "--where", f"wave {self.wave}", *(["--dry-run"] if frozen.dry_run else []),
+            *(["--resume-json", json.dumps(resume, sort_keys=True)] if resume else []),
         ]  # fmt: skip
         self.use_providers(spec)
         self.allow_verification(0, spec, targets=len(steps))
@@ -588,6 +605,32 @@ class WaveAnalysisPodOperator(RolloutPodOperator):
     def describe(self) -> str:
         return f"wave {self.wave} analysis"
 
+    def parked_on(self, frozen: Any, checkpoint: Mapping[str, Any]) -> tuple[RolloutStep, str]:
+        from convoy.airflow.analysis import _wave_then
+
+        spec = dict(frozen.wave_verify or {})
+        templates = dict(spec.get("templates") or {})
+        names = [n for n in spec.get("analyses", []) if n in templates]
+        steps = self.steps(frozen)
+        index, number = int(checkpoint["step"]), int(checkpoint["template"])
+        return steps[index], _wave_then(self.wave, steps, names, index, number)
+
+    def decided(
+        self, context: Mapping[str, Any], checkpoint: dict[str, Any], event: Any, approval: Any
+    ) -> dict[str, Any]:
+        from convoy.rollout.analysis import AnalysisInconclusive, AnalysisRun
+
+        runs = [AnalysisRun.from_dict(r) for r in checkpoint.get("runs") or ()]
+        if not runs:
+            raise ValueError("a checkpoint of an inconclusive analysis carries its runs")
+        approved, runs[-1].decision = inconclusive.decision(event, approval)
+        self.log.info("%s: %s", runs[-1].summary(), runs[-1].decision)
+        if not approved:
+            self.push_analyses(context, [r.to_dict() for r in runs])
+            exc = AnalysisInconclusive(runs[-1], runs)
+            retries.fail(f"{self.describe()} failed: {exc.message}", exc)
+        return {**checkpoint, "runs": [r.to_dict() for r in runs]}
+
     def extract_xcom(self, pod: k8s.V1Pod, *, ignore_kill_failure: bool = True) -> Any:
         result = KubernetesPodOperator.extract_xcom(
             self, pod, ignore_kill_failure=ignore_kill_failure
@@ -595,7 +638,8 @@ class WaveAnalysisPodOperator(RolloutPodOperator):
         if isinstance(result, dict):
             self._convoy_result = result
             if self._convoy_context is not None:
-                record_analyses(self._convoy_context, result)
+                counted = len((self._convoy_resume or {}).get("runs") or ())
+                record_analyses(self._convoy_context, result, counted=counted)
         return result
 
 

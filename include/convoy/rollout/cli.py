@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if action == "verify":
             p.add_argument("--service", required=True, help="the policy's service name")
+        if action in ("verify", "analyze"):
             p.add_argument(
                 "--resume-json",
-                help="the checkpoint an earlier verify ended with on an inconclusive analysis "
+                help=f"the checkpoint an earlier {action} ended with on an inconclusive analysis "
                 "(its result's checkpoint): go on from there once the analysis is approved",
             )
         if action == "analyze":
@@ -199,16 +200,27 @@ def _resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
     raw = getattr(args, "resume_json", None)
     if not raw:
         return None
+    from convoy.rollout.analysis import AnalysisRun
     from convoy.rollout.canary import Checkpoint
 
     try:
+        if args.action == "analyze":
+            data = dict(json.loads(raw))
+            data["step"], data["template"] = int(data["step"]), int(data["template"])
+            if not data["runs"]:
+                raise ValueError("a checkpoint of an inconclusive analysis carries its runs")
+            for run in data["runs"]:
+                AnalysisRun.from_dict(run)  # a malformed run is a usage error, not a failure
+            return data
         return Checkpoint.from_dict(json.loads(raw))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         parser.error(f"--resume-json is not a checkpoint: {type(exc).__name__}: {exc}")
 
 
-def _checkpoint(verified: Any, exc: Exception) -> dict[str, Any]:
-    """Where an inconclusive ``verify`` stopped, for a later ``verify --resume-json``.
+def _checkpoint(
+    args: argparse.Namespace, spec: dict[str, Any], verified: Any, exc: Exception
+) -> dict[str, Any]:
+    """Where an inconclusive ``verify``/``analyze`` stopped, for a later ``--resume-json``.
 
     A pod cannot wait for the approver: it ends, and the task that parks for the
     decision starts the next pod from this (the same checkpoint a local task parks with).
@@ -217,6 +229,10 @@ def _checkpoint(verified: Any, exc: Exception) -> dict[str, Any]:
 
     if verified is None or not isinstance(exc, AnalysisInconclusive):
         return {}
+    if args.action == "analyze":
+        from convoy.rollout.verify import analyze_checkpoint
+
+        return {"checkpoint": analyze_checkpoint(spec["targets"], spec, verified.analyzer.runs)}
     stopped = verified.checkpoint()
     if stopped is None:
         return {}
@@ -252,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             from convoy.rollout.verify import analyze_targets
 
             runs = analyze_targets(runner, verified.analyzer, spec["targets"], spec,
-                                   where=args.where, dry_run=args.dry_run)  # fmt: skip
+                                   where=args.where, dry_run=args.dry_run,
+                                   resume=resume)  # fmt: skip
             _emit({"ok": True, "action": "analyze", "dryRun": args.dry_run,
                    "analysis": [r.to_dict() for r in runs]})  # fmt: skip
             return EXIT_OK
@@ -288,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except RolloutError as exc:
         log.error("%s failed: %s", args.action, exc.message)
         _emit({"action": args.action, "ok": False, **_verified_so_far(verified),
-               **_checkpoint(verified, exc), **exc.to_dict()})  # fmt: skip
+               **_checkpoint(args, spec, verified, exc), **exc.to_dict()})  # fmt: skip
         return EXIT_FAILED
     except Exception as exc:  # configuration problems (kubeconfig, context...)
         log.error("%s failed: %s: %s", args.action, type(exc).__name__, exc)

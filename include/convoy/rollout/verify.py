@@ -84,27 +84,60 @@ def analyze_targets(
     *,
     where: str,
     dry_run: bool,
+    resume: Mapping[str, Any] | None = None,
 ) -> list[AnalysisRun]:
     """Each of the spec's analyses for each target, with that target's variables.
 
     ``targets``: ``{"service", "namespace", "kind", "workload", "containers"}``.
     The first failed or inconclusive analysis raises (never in a dry run).
+    ``resume``: an :func:`analyze_checkpoint` whose last run was approved; the
+    analyses up to it are kept, not measured again.
     """
     known = templates(spec)
     verified = VerifiedRollout(runner, analyzer)
-    for step in targets:
+    done: tuple[int, int] = (-1, -1)
+    if resume is not None:
+        done = (int(resume["step"]), int(resume["template"]))
+        analyzer.runs = [AnalysisRun.from_dict(r) for r in resume.get("runs") or ()]
+    names = [n for n in spec.get("analyses") or () if n in known]
+    for index, step in enumerate(targets):
+        if index < done[0]:
+            continue
         target = Target(
             str(step["namespace"]), str(step["kind"]), str(step["workload"]),
             {str(c): str(i) for c, i in dict(step.get("containers") or {}).items()},
         )  # fmt: skip
         service = str(step["service"])
         values = verified.query_values(service, target, runner._get(target.ref))
-        for name in spec.get("analyses") or ():
-            if name not in known:
+        for number, name in enumerate(names):
+            if (index, number) <= done:
                 continue
             run = analyzer.run(known[name], values, service=service, where=where, dry_run=dry_run)
             require(run, analyzer.runs)
     return list(analyzer.runs)
 
 
-__all__ = ["analyze_targets", "extra_seconds", "templates", "verify_apply"]
+def analyze_checkpoint(
+    targets: Sequence[Mapping[str, Any]], spec: Mapping[str, Any], runs: Sequence[AnalysisRun]
+) -> dict[str, Any]:
+    """Where :func:`analyze_targets` stopped: ``{"step", "template", "service", "runs"}``.
+
+    The same checkpoint a local wave analysis parks with (``step``: the
+    target's index, ``template``: the analysis's among the known ones), so
+    either can be resumed from it. Every (target, analysis) pair measures once
+    and in order, so the last run's position is the number of runs before it.
+    """
+    known = templates(spec)
+    names = [n for n in spec.get("analyses") or () if n in known]
+    if not runs or not names:
+        raise ValueError("no analysis ran, so there is nowhere to go on from")
+    step, template = divmod(len(runs) - 1, len(names))
+    return {
+        "step": step,
+        "template": template,
+        "service": str(targets[step]["service"]),
+        "runs": [r.to_dict() for r in runs],
+    }
+
+
+__all__ = ["analyze_checkpoint", "analyze_targets", "extra_seconds", "templates", "verify_apply"]

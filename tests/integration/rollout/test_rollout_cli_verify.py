@@ -360,3 +360,53 @@ def test_resume_json_must_be_a_checkpoint(kubeconfig: Path, tmp_path: Path) -> N
     )  # fmt: skip
     assert code == 2, proc.stderr
     assert "--resume-json is not a checkpoint" in proc.stdout + proc.stderr
+
+
+def test_inconclusive_analyze_ends_with_a_checkpoint_and_resume_goes_on_from_it(
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: Health
+) -> None:
+    emulated_cluster.add_workload("Deployment", NS, "cart", {"server": NEW}, replicas=2)
+    spec = spec_for(tmp_path, NEW)
+    wave = {
+        "analyses": ["health"],
+        "templates": spec["templates"],
+        "targets": [
+            {"service": "cart", "namespace": NS, "kind": "Deployment", "workload": "cart",
+             "containers": {"server": NEW}},
+            {"service": "db", "namespace": NS, "kind": "StatefulSet", "workload": "db",
+             "containers": {"server": OLD}},
+        ],
+    }  # fmt: skip
+    # Nothing listens on port 1: the first target's analysis has no number.
+    code, out, proc = run_cli(
+        kubeconfig, tmp_path / "wave.json", secret_environ(spec, "http://127.0.0.1:1"),
+        "analyze", "--spec-json", json.dumps(wave), "--where", "wave 1",
+    )  # fmt: skip
+    assert code == 1, proc.stderr
+    assert out["error"] == "AnalysisInconclusive"
+    checkpoint = out["checkpoint"]
+    assert (checkpoint["step"], checkpoint["template"], checkpoint["service"]) == (0, 0, "cart")
+    assert [(r["service"], r["phase"]) for r in checkpoint["runs"]] == [("cart", "inconclusive")]
+    assert TOKEN not in proc.stdout + proc.stderr
+
+    # Approved, with the provider reachable again: the next target, cart is not measured again.
+    checkpoint["runs"][-1]["decision"] = "approved by alice"
+    code, out, proc = run_cli(
+        kubeconfig, tmp_path / "wave.json", secret_environ(spec, health.url),
+        "analyze", "--spec-json", json.dumps(wave), "--where", "wave 1",
+        "--resume-json", json.dumps(checkpoint),
+    )  # fmt: skip
+    assert code == 0, proc.stderr
+    assert [(r["service"], r["phase"], r.get("decision")) for r in out["analysis"]] == [
+        ("cart", "inconclusive", "approved by alice"),
+        ("db", "successful", None),
+    ]
+    assert [path for path, _ in health.seen] == [f"/health/{OLD}"] * 2
+    assert not [r for r in emulated_cluster.requests if r.verb == "PATCH"]
+
+    code, _out, proc = run_cli(
+        kubeconfig, tmp_path / "wave.json", {},
+        "analyze", "--spec-json", json.dumps(wave), "--resume-json", '{"step": 0}',
+    )  # fmt: skip
+    assert code == 2, proc.stderr
+    assert "--resume-json is not a checkpoint" in proc.stdout + proc.stderr
