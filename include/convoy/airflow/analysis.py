@@ -12,7 +12,7 @@ measurements even when the step failed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from convoy.observe import analysis_metrics as metrics
 from convoy.policy.models import Policy
@@ -189,19 +189,14 @@ def verified_apply(
         stopped = verified.checkpoint()
         if approval is None or stopped is None or not analyzer.runs:
             raise
-        run = analyzer.runs[-1]
-        if checkpoint is not None:
-            run.decision = inconclusive.NOT_ASKED
-            raise AnalysisInconclusive(run, analyzer.runs) from None
-        run.decision = inconclusive.AWAITING
-        inconclusive.park(
+        _ask_approver(
             context,
             approval,
-            run=run.to_dict(),
-            workload=f"{target.namespace}/{target.kind}/{target.name}",
-            images=dict(target.containers),
+            analyzer,
+            target,
+            resumed=checkpoint is not None,
             then=_then(stopped.stage, stopped.index, canary, analyses),
-            checkpoint={**stopped.to_dict(), "runs": [r.to_dict() for r in analyzer.runs]},
+            checkpoint=stopped.to_dict(),
         )
     finally:
         push([r.to_dict() for r in analyzer.runs])
@@ -395,22 +390,14 @@ def wave_analysis(
                 except AnalysisInconclusive:
                     if approval is None:
                         raise
-                    if resume:
-                        run.decision = inconclusive.NOT_ASKED
-                        raise AnalysisInconclusive(run, analyzer.runs) from None
-                    run.decision = inconclusive.AWAITING
-                    inconclusive.park(
+                    _ask_approver(
                         context,
                         approval,
-                        run=run.to_dict(),
-                        workload=f"{target.namespace}/{target.kind}/{target.name}",
-                        images=dict(target.containers),
+                        analyzer,
+                        target,
+                        resumed=bool(resume),
                         then=_wave_then(wave, steps, names, index, number),
-                        checkpoint={
-                            "step": index,
-                            "template": number,
-                            "runs": [r.to_dict() for r in analyzer.runs],
-                        },
+                        checkpoint={"step": index, "template": number},
                     )
     finally:
         push()
@@ -418,6 +405,40 @@ def wave_analysis(
             if run.phase != "running" and not run.dry_run:
                 metrics.finished(policy, run.service, run.template, run.phase)
     return [r.to_dict() for r in analyzer.runs]
+
+
+def _ask_approver(
+    context: Mapping[str, Any],
+    approval: Any,
+    analyzer: Any,
+    target: Any,
+    *,
+    resumed: bool,
+    then: str,
+    checkpoint: Mapping[str, Any],
+) -> NoReturn:
+    """Park the task on its last (inconclusive) analysis for the approver, once per task try.
+
+    A task resumed after an approval does not ask again (Airflow keeps one
+    request per try): the analysis fails as not asked.
+    """
+    from convoy.airflow import inconclusive
+    from convoy.rollout.analysis import AnalysisInconclusive
+
+    run = analyzer.runs[-1]
+    if resumed:
+        run.decision = inconclusive.NOT_ASKED
+        raise AnalysisInconclusive(run, analyzer.runs) from None
+    run.decision = inconclusive.AWAITING
+    inconclusive.park(
+        context,
+        approval,
+        run=run.to_dict(),
+        workload=f"{target.namespace}/{target.kind}/{target.name}",
+        images=dict(target.containers),
+        then=then,
+        checkpoint={**checkpoint, "runs": [r.to_dict() for r in analyzer.runs]},
+    )
 
 
 def _wave_then(wave: int, steps: list[Any], names: list[str], index: int, number: int) -> str:
