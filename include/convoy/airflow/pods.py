@@ -230,15 +230,8 @@ def frozen_arguments(
         step = frozen.step(service)
     except RecordError as exc:
         raise AirflowFailException(str(exc)) from exc
-    replaced = _FROZEN_OPTIONS | ({"--container"} if images else set())
-    rest: list[str] = []
-    i = 1
-    while i < len(arguments):
-        if arguments[i] in replaced and i + 1 < len(arguments):
-            i += 2
-            continue
-        rest.append(arguments[i])
-        i += 1
+    replaced = _FROZEN_OPTIONS | ({"--container"} if images else frozenset())
+    rest = _without(arguments[1:], replaced)
     deadline = ["--deadline-seconds", str(frozen.plan.deadline_seconds)]
     target = target_args(step, step.containers if images else ())
     return [arguments[0], *target, *deadline, *rest]
