@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -222,9 +223,11 @@ def floor_file(count: int) -> Path:
 
 _CHILD = textwrap.dedent(
     """\
-    import json, sys, time
+    import gc, json, os, sys, time
     from airflow.dag_processing.dagbag import DagBag
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    if os.environ.get("BENCH_GC_PAUSED"):
+        gc.disable()
     start, cpu = time.perf_counter(), time.process_time()
     bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -235,8 +238,20 @@ _CHILD = textwrap.dedent(
 )
 
 
-def measure(tool: str, target: Path, repeat: int) -> dict[str, object]:
+def measure(
+    tool: str, target: Path, repeat: int, cache: str = "off", *, gc_paused: bool = False
+) -> dict[str, object]:
+    """Median wall and CPU time of ``repeat`` fresh parses.
+
+    ``cache``: ``off`` (no parse cache), ``cold`` (an empty cache before every
+    parse: the first parse after the policies changed, which also writes the
+    entries) or ``warm`` (a cache filled by one untimed parse first: every later
+    parse of the DAG processor). ``gc_paused``: the garbage collector is
+    disabled for the whole parse, as convoy's DAG file does while it builds.
+    """
     env = dict(os.environ)
+    if gc_paused:
+        env["BENCH_GC_PAUSED"] = "1"
     env.update(
         {
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -253,10 +268,11 @@ def measure(tool: str, target: Path, repeat: int) -> dict[str, object]:
     if tool == "task":
         env["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = "bench-0000"
         env["_AIRFLOW_PARSING_CONTEXT_TASK_ID"] = "wave_0.rollout_svc0"
-    runs: list[float] = []
-    cpus: list[float] = []
-    last: dict[str, object] = {}
-    for _ in range(repeat):
+    cache_dir = GENERATED / "parse-cache"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    env["CONVOY_PARSE_CACHE_DIR"] = "off" if cache == "off" else str(cache_dir)
+
+    def parse() -> dict[str, object]:
         out = subprocess.run(
             [sys.executable, "-c", _CHILD, str(dag_file)],
             env=env,
@@ -264,7 +280,17 @@ def measure(tool: str, target: Path, repeat: int) -> dict[str, object]:
             text=True,
             check=True,
         )
-        last = json.loads(out.stdout.strip().splitlines()[-1])
+        return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    if cache == "warm":
+        parse()
+    runs: list[float] = []
+    cpus: list[float] = []
+    last: dict[str, object] = {}
+    for _ in range(repeat):
+        if cache == "cold":
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        last = parse()
         runs.append(float(last["seconds"]))  # type: ignore[arg-type]
         cpus.append(float(last["cpu"]))  # type: ignore[arg-type]
     return {**last, "seconds": statistics.median(runs), "cpu": statistics.median(cpus)}
@@ -277,19 +303,25 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--no-dagfactory", action="store_true")
     args = parser.parse_args(argv)
     rows = [
-        "| policies | convoy s | floor s (same operators, bare) | convoy / floor "
-        "| convoy / floor, CPU s | task start-up parse s (parsing context) "
+        "| policies | convoy s, warm cache | convoy s, cold cache | floor s (same operators, bare) "
+        "| warm / floor | warm / floor, CPU s | cold / floor "
+        "| floor s, GC paused | warm / floor with GC paused "
+        "| task start-up parse s (parsing context, cold) "
         "| convoy DAGs (tasks/DAG) | dag-factory s | dag-factory DAGs (tasks/DAG) "
-        "| dag-factory / convoy | dag-factory / convoy, CPU s |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|",
+        "| dag-factory / convoy warm | same, CPU s | dag-factory / convoy cold |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|",
     ]
     loads = [os.getloadavg()[0]]
     for count in (int(c) for c in args.counts.split(",")):
         targets = generate(count)
-        c = measure("convoy", targets["convoy"], args.repeat)
+        c = measure("convoy", targets["convoy"], args.repeat, cache="warm")
+        cold = measure("convoy", targets["convoy"], args.repeat, cache="cold")
         fl = measure("floor", floor_file(count), args.repeat)
-        task = measure("task", targets["convoy"], args.repeat)
-        results = [("convoy", c, count), ("floor", fl, count), ("task", task, 1)]
+        paused = measure("floor", floor_file(count), args.repeat, gc_paused=True)
+        task = measure("task", targets["convoy"], args.repeat, cache="cold")
+        results = [("convoy", c, count), ("cold", cold, count), ("floor", fl, count)]
+        results.append(("floor, GC paused", paused, count))
+        results.append(("task", task, 1))
         f: dict[str, object] = {}
         if not args.no_dagfactory:
             f = measure("dagfactory", targets["dagfactory"], args.repeat)
@@ -299,18 +331,22 @@ def main(argv: list[str] | None = None) -> str:
                 raise SystemExit(f"{name} at {count} policies: {result}")
         if c["tasks_per_dag"] != fl["tasks_per_dag"]:
             raise SystemExit(f"floor shape {fl['tasks_per_dag']} != convoy {c['tasks_per_dag']}")
-        seconds = {k: float(v["seconds"]) for k, v in (("c", c), ("fl", fl), ("t", task))}  # type: ignore[arg-type]
-        cpu = {k: float(v["cpu"]) for k, v in (("c", c), ("fl", fl))}  # type: ignore[arg-type]
+        pairs = (("c", c), ("cold", cold), ("fl", fl), ("p", paused), ("t", task))
+        seconds = {k: float(v["seconds"]) for k, v in pairs}  # type: ignore[arg-type]
+        cpu = {k: float(v["cpu"]) for k, v in pairs}  # type: ignore[arg-type]
         factory = (
             f"| {float(f['seconds']):.2f} | {f['dags']} ({f['tasks_per_dag']}) "  # type: ignore[arg-type]
             f"| {float(f['seconds']) / seconds['c']:.2f} "  # type: ignore[arg-type]
-            f"| {float(f['cpu']) / cpu['c']:.2f} |"  # type: ignore[arg-type]
+            f"| {float(f['cpu']) / cpu['c']:.2f} "  # type: ignore[arg-type]
+            f"| {float(f['seconds']) / seconds['cold']:.2f} |"  # type: ignore[arg-type]
             if f
-            else "| not measured | | | |"
+            else "| not measured | | | | |"
         )
         rows.append(
-            f"| {count} | {seconds['c']:.2f} | {seconds['fl']:.2f} "
+            f"| {count} | {seconds['c']:.2f} | {seconds['cold']:.2f} | {seconds['fl']:.2f} "
             f"| {seconds['c'] / seconds['fl']:.2f} | {cpu['c'] / cpu['fl']:.2f} "
+            f"| {seconds['cold'] / seconds['fl']:.2f} "
+            f"| {seconds['p']:.2f} | {seconds['c'] / seconds['p']:.2f} "
             f"| {seconds['t']:.3f} | {c['dags']} ({c['tasks_per_dag']}) {factory}"
         )
         print(rows[-1], flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 from convoy.policy.models import Policy
@@ -14,6 +15,22 @@ ExecutionMode = Literal["kubernetes", "local"]
 EXECUTION_ENV = "CONVOY_EXECUTION_MODE"
 #: Environment variable that overrides the directory the DAG file discovers policies in.
 POLICIES_DIR_ENV = "CONVOY_POLICIES_DIR"
+
+#: Environment variable: the directory of the DAG file's parse cache
+#: (:mod:`convoy.policy.cache`), or ``off``. Default ``$AIRFLOW_HOME/convoy/parse-cache``.
+PARSE_CACHE_ENV = "CONVOY_PARSE_CACHE_DIR"
+
+
+def parse_cache_root() -> Path | None:
+    """Where the DAG file keeps checked policies between parses; ``None`` when turned off."""
+    raw = os.environ.get(PARSE_CACHE_ENV, "").strip()
+    if raw.lower() in ("off", "false", "0", "none"):
+        return None
+    if raw:
+        return Path(raw)
+    home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
+    return Path(home) / "convoy" / "parse-cache"
+
 
 #: Environment variable naming the pool of the tasks that roll images out or back
 #: (read when the DAG is built). Deployments set it to ``convoy_rollout``, the pool

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -21,6 +22,9 @@ from convoy.policy.migrations import MigrationFile
 from convoy.policy.models import Policy
 from convoy.policy.source import Document, parse_yaml
 from convoy.policy.translate import translate
+
+if TYPE_CHECKING:
+    from convoy.policy.cache import ParseCache
 
 
 @dataclass(frozen=True)
@@ -40,26 +44,42 @@ class LoadedPolicy:
 
 
 def load_policy(
-    path: str | Path, *, known_expectations: Collection[str] | None = None
+    path: str | Path,
+    *,
+    known_expectations: Collection[str] | None = None,
+    cache: ParseCache | None = None,
 ) -> LoadedPolicy:
     """Load and fully check one policy file.
 
     Raises :class:`PolicyError` carrying every error (and warning) found.
     ``known_expectations`` optionally restricts expectation types to a known set.
+    With ``cache`` (the DAG file's parses only, :mod:`convoy.policy.cache`), an
+    unchanged file is taken from it and a fully loaded one is stored in it.
     """
     p = Path(path)
     file = str(path)
     raw = _read(p, file)
+    if cache is not None and known_expectations is None:
+        hit = cache.lookup(p, file, raw)
+        if hit is not None:
+            return hit
+    else:
+        cache = None
     text = _decode(raw, file)
     try:
-        return _load(p, file, raw, text, known_expectations)
+        return _load(p, file, raw, text, known_expectations, cache)
     except RecursionError:
         # PyYAML and pydantic recurse per nesting level; absurd nesting must not crash.
         raise PolicyError([Diagnostic(file, 1, 1, "", "document nests too deeply")]) from None
 
 
 def _load(
-    p: Path, file: str, raw: bytes, text: str, known_expectations: Collection[str] | None
+    p: Path,
+    file: str,
+    raw: bytes,
+    text: str,
+    known_expectations: Collection[str] | None,
+    cache: ParseCache | None = None,
 ) -> LoadedPolicy:
     doc, diagnostics = parse_yaml(text, file)
     if doc is None:
@@ -85,13 +105,16 @@ def _load(
     diagnostics.extend(result.diagnostics)
     if policy is None or any(d.severity == "error" for d in diagnostics):
         raise PolicyError(diagnostics)
-    return LoadedPolicy(
+    loaded = LoadedPolicy(
         path=p,
         policy=policy,
         source_sha256=hashlib.sha256(raw).hexdigest(),
         warnings=tuple(sorted(set(diagnostics))),
         migrations=MappingProxyType(dict(result.migrations)),
     )
+    if cache is not None:
+        cache.store(p, file, raw, doc.data, loaded)
+    return loaded
 
 
 def discover_policies(directory: str | Path) -> list[Path]:
