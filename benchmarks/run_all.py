@@ -128,25 +128,28 @@ every policy (10 services in 3 waves each, kubernetes execution: 24 tasks per
 DAG), Airflow and the KubernetesPodOperator imported before the clock starts
 (convoy's own imports are timed); wall time, and the CPU time of the same
 processes (`time.process_time()`), which other jobs on the machine disturb
-less. In the same run: *floor*, a plain DAG file
-building the same DAGs (same operator classes, task ids, groups and
-dependencies) with bare operator arguments, i.e. what Airflow costs whatever
-writes the DAGs; *task start-up parse*, convoy's DAG file with the parsing
-context a task process sets (`_AIRFLOW_PARSING_CONTEXT_DAG_ID=bench-0000`),
-which loads and builds that one policy; dag-factory on the rollout shapes
-(12 tasks per DAG, no rollback). Airflow's `dagbag_import_timeout` is 30 s;
-a file over it shows none of its DAGs.
+less. *convoy, warm cache*: the parse cache filled by one untimed parse first
+(every parse of the DAG processor after the first); *cold cache*: emptied
+before every parse. *floor*: a plain DAG file building the same DAGs (same
+operator classes, task ids, groups and dependencies) with bare operator
+arguments, i.e. what Airflow costs whatever writes the DAGs; *floor, GC
+paused*: the same with the garbage collector disabled, as convoy's DAG file
+pauses it while it builds, so *warm / floor with GC paused* is convoy's own
+overhead. *Task start-up parse*: convoy's DAG file with the parsing context a
+task process sets (`_AIRFLOW_PARSING_CONTEXT_DAG_ID=bench-0000`), which loads
+and builds that one policy. dag-factory builds the rollout shapes (12 tasks
+per DAG, no rollback). Airflow's `dagbag_import_timeout` is 30 s; a file over
+it shows none of its DAGs.
 
 {parse_table}
 
 What the numbers say: a task's start-up parse does not grow with the number
 of policies (the parsing context: [docs/dag.md](../docs/dag.md)); compare it
-between the rows. *convoy / floor* is convoy's overhead over Airflow's own
-cost of the same operators (the goal is 1.3x at 1000 policies): loading and
-checking each policy (the positional YAML parse with its node, alias and
-depth budgets, pydantic, the semantic checks), planning, and what convoy's
-tasks carry beyond bare operators (pod specs, assets, callbacks, the DAG
-docs); with one policy, importing convoy. Where that time goes and what
+between the rows. The goals at 1000 policies are 1.3x the floor and 5x faster
+than dag-factory. What convoy adds over the floor with the collector paused:
+planning, and what its tasks carry beyond bare operators (pod specs, assets,
+callbacks, the DAG docs); with a cold cache also reading and checking each
+policy; with one policy, importing convoy. Where that time goes and what
 would cut it further: [docs/scale.md](../docs/scale.md).
 
 ## One 200-service policy on the LocalExecutor
