@@ -9,6 +9,8 @@ changed since keeps the application's value and is reported as a conflict;
 application wrote nothing to it since the copy (:mod:`convoy.engines.postgres.audit`);
 otherwise the restore is refused and the revert ends *incomplete*
 (:class:`~convoy.engines.errors.RevertIncomplete`) after doing (1)-(3).
+A transform whose table, key or set columns are gone is refused the same
+way in (2), and nothing after it in this order runs.
 
 Guarantees without a concurrent writer (tested by comparing a normalised
 ``pg_dump --schema-only`` and per-table row hashes before the run and after
@@ -423,6 +425,7 @@ def revert(
     undone = [version_text(parse_version(e.version)) for e, _ in undo_plan]
     from_backup = [e.version for e in needs_backup]
     if dry_run:
+        waits = [w for t in undo_tables if (w := undo_revert.refusal(conn, cfg, t)) is not None]
         for t in undo_tables:
             ctx.log(
                 f"{ctx.datastore.name}: dry run would set "
@@ -450,7 +453,9 @@ def revert(
             tuple(from_backup),
             tuple(str(r.source) for r in backups if r.existed and needs_backup),
             (),
-            refused=tuple(_refusal_line(cfg, ctx, r, why, from_backup) for r, why in refusals),
+            refused=tuple(
+                waits[:1] + [_refusal_line(cfg, ctx, r, why, from_backup) for r, why in refusals]
+            ),
         )
     # One step per transform's before-images, undo file and backed-up table.
     progress = stage_progress(
@@ -462,21 +467,29 @@ def revert(
     )
     undo.drop_triggers(conn, cfg, ctx)
     outcome = undo_revert.UndoOutcome()
+    refused: list[str] = []
     for t in all_undo_tables:
         if t.reverted:
             outcome.add(undo_revert.outcome_counts(conn, cfg, t))
             continue
+        why = undo_revert.refusal(conn, cfg, t)
+        if why is not None:
+            refused.append(why)
+            break
         outcome.add(undo_revert.revert(conn, cfg, ctx, t, batch_size))
         progress.advance()
-    if undo_tables:
+    # older transforms compare against what this one wrote, and undo files or the
+    # backup may reshape its table: all wait until it can be reverted
+    waiting = bool(refused)
+    if undo_tables and not waiting:
         _forget_checkpoints(conn, cfg, ctx)
-    for e, u in undo_plan:
-        run_undo(conn, cfg, ctx, e, u)
-        progress.advance()
+    if not waiting:
+        for e, u in undo_plan:
+            run_undo(conn, cfg, ctx, e, u)
+            progress.advance()
     restored: list[str] = []
     dropped: list[str] = []
-    refused: list[str] = []
-    if needs_backup:
+    if needs_backup and not waiting:
         refusals = _restore_refusals(conn, cfg, ctx, backups)
         if refusals:
             refused = [_refusal_line(cfg, ctx, r, why, from_backup) for r, why in refusals]
@@ -499,14 +512,16 @@ def revert(
                 f"{ctx.datastore.name}: restored {', '.join(restored) or 'no tables'} from the "
                 f"{backups[0].mode} backup" + (f"; dropped {', '.join(dropped)}" if dropped else "")
             )
-    # capture ends with the revert: what it recorded stays in the audit table
-    audit.remove(conn, cfg, ctx, [r.source for r in all_backups])
+    # capture ends with the revert: what it recorded stays in the audit table; a
+    # revert still waiting keeps it, so the backup restore can be checked later
+    if not waiting:
+        audit.remove(conn, cfg, ctx, [r.source for r in all_backups])
     progress.finish()
     result = RevertResult(
         ctx.datastore.name,
         ctx.run_id,
         False,
-        tuple(undone),
+        tuple(undone) if not waiting else (),
         tuple(from_backup) if not refused else (),
         tuple(restored),
         tuple(dropped),

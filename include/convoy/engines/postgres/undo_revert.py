@@ -53,6 +53,37 @@ def pending(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> int:
     return int(row[0]) if row else 0
 
 
+def refusal(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> str | None:
+    """Why ``t``'s before-images cannot be put back (their table or columns are gone), or None.
+
+    Checked before anything of ``t`` is unpacked or restored: a value has
+    nowhere to go, and putting back the other columns alone would leave rows
+    half reverted.
+    """
+    wanted = (t.key, *t.columns)
+    have = column_types(conn, t.source, wanted)
+    missing = [c for c in wanted if c not in have]
+    if not missing:
+        return None
+    row = conn.execute("SELECT to_regclass(%s)", [t.source.ident.as_string(conn)]).fetchone()
+    gone = row is None or row[0] is None
+    why = (
+        "the table no longer exists"
+        if gone
+        else f"column(s) {', '.join(missing)} no longer exist in it"
+    )
+    # re-created empty, the columns would make every row a conflict (compare-and-set)
+    return (
+        f"{t.source} not set back to its before-images ({t.transform}): {why}. Nothing of "
+        f"this transform was reverted; the run's older transforms, undo files and backup "
+        f"restore wait for it (they assume it is reverted first). The before-images are kept "
+        f"in {cfg.backup_schema}.{t.undo_table}. Finish by hand: bring "
+        f"{'the table' if gone else 'the column(s)'} back with the values the run left "
+        f"(e.g. from the backup) and run the rollback again, or put the rows back by hand "
+        f"from the before-images"
+    )
+
+
 def unpack(conn: Conn, cfg: PostgresConfig, t: UndoTable) -> None:
     """Unpack the batches' arrays into the flat table the revert works through.
 

@@ -353,6 +353,39 @@ def test_a_revert_killed_after_unpacking_resumes(pg: PgDb) -> None:
     assert pg.scalar("SELECT count(*) FROM orders WHERE status IS NOT NULL") == 0
 
 
+def test_a_transform_whose_column_is_gone_is_refused_and_nothing_changes(pg: PgDb) -> None:
+    pg.execute(SCHEMA)
+    pg.write_migrations({"V1__idx.sql": V1, "U1__idx.sql": U1})
+    ds = pg.datastore(transforms=[TRANSFORM])
+    engine, ctx = pg.engine(), pg.ctx(ds)
+    engine.migrate(ctx)
+    engine.transform(ctx, "fill-status")
+    pg.execute("ALTER TABLE orders DROP COLUMN status")  # by hand, before the rollback
+    rows = pg.execute("SELECT * FROM orders ORDER BY id")
+    with pytest.raises(RevertIncomplete) as err:
+        engine.revert(ctx)
+    [line] = err.value.refused
+    assert engine.revert(ctx, dry_run=True).refused == (line,)
+    assert "public.orders not set back to its before-images (fill-status)" in line
+    assert "column(s) status no longer exist" in line
+    assert "run the rollback again" in line
+    assert err.value.result.undone == ()
+    assert err.value.result.rows_restored == 0
+    # nothing changed: the rows, the undo file not run, the before-images still pending
+    assert pg.execute("SELECT * FROM orders ORDER BY id") == rows
+    assert pg.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_amount'") == 1
+    assert pg.scalar("SELECT count(*) FROM convoy_backup.undo_log WHERE reverted_at IS NULL") == 1
+    # the column back with the values the run left: the rollback finishes
+    pg.execute(
+        "ALTER TABLE orders ADD COLUMN status text;"
+        "UPDATE orders SET status = CASE WHEN amount % 2 = 0 THEN 'open' ELSE 'shipped' END"
+    )
+    result = engine.revert(ctx)
+    assert (result.rows_restored, result.undone) == (ROWS, ("1",))
+    assert pg.scalar("SELECT count(*) FROM orders WHERE status IS NOT NULL") == 0
+    assert pg.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_amount'") == 0
+
+
 def test_servers_before_18_read_the_before_images_in_a_locking_cte(
     pg: PgDb, monkeypatch: pytest.MonkeyPatch
 ) -> None:
