@@ -7,10 +7,12 @@ and runs a simulated controller that rolls pods toward the new template one
 step per tick. Image tag suffixes pick the behaviour of new pods:
 
 ==================  ==========================================================
-``-crashloop``      containers in ``CrashLoopBackOff``, restartCount rising
+``-crashloop``      containers in ``CrashLoopBackOff``, restartCount rising,
+                    ``lastState.terminated`` (exit code 1, ``Error``)
 ``-imagepull``      ``ErrImagePull`` / ``ImagePullBackOff``
 ``-never-ready``    running, never ready
-``-unschedulable``  pod ``Pending``, ``PodScheduled=False`` ``Unschedulable``
+``-unschedulable``  pod ``Pending``, ``PodScheduled=False`` ``Unschedulable``,
+                    no ``spec.nodeName``, no ``containerStatuses``
 ``-slow``           becomes ready, but the workload moves 10x slower
 anything else       becomes ready on the next tick
 ==================  ==========================================================
@@ -28,8 +30,10 @@ leave readiness alone and combine with the suffixes above.
 Canary primitives: a Deployment with ``spec.paused`` creates and deletes no
 pods (Progressing ``Unknown``/``DeploymentPaused``, no progress deadline); a
 StatefulSet updates only ordinals at or above
-``spec.updateStrategy.rollingUpdate.partition``, highest first. ``kubectl``
-works against it (tests/integration/emulator/test_kubectl_conformance.py):
+``spec.updateStrategy.rollingUpdate.partition``, highest first; scaled
+meanwhile, it creates ordinals below the partition at the current revision and
+the others at the update revision, and removes the highest ordinals first.
+``kubectl`` works against it (tests/integration/emulator/test_kubectl_conformance.py):
 ``get`` receives server-side ``meta.k8s.io/v1`` Tables
 (:mod:`convoy.emulator.tables`), ``rollout status/pause/resume/undo/history``
 and ``set image --dry-run=server`` behave as on a cluster.

@@ -59,19 +59,29 @@ def pod_ready(pod: dict[str, Any]) -> bool:
 
 
 def make_pod(
-    store: Store, resource: str, workload: dict[str, Any], sim: SimState, ordinal: int | None
+    store: Store,
+    resource: str,
+    workload: dict[str, Any],
+    sim: SimState,
+    ordinal: int | None,
+    *,
+    revision: str | None = None,
+    template: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A new pod of ``workload`` at the update revision, or at ``revision`` built
+    from ``template`` (a StatefulSet ordinal below its partition)."""
     kind = KIND_OF[resource]
     meta = workload["metadata"]
     name = meta["name"]
-    template = workload["spec"]["template"]
+    revision = revision or sim.revision
+    template = template if template is not None else workload["spec"]["template"]
     if ordinal is not None:
         pod_name = f"{name}-{ordinal}"
     elif kind == "Deployment":
-        pod_name = f"{name}-{sim.revision}-{secrets.token_hex(3)[:5]}"
+        pod_name = f"{name}-{revision}-{secrets.token_hex(3)[:5]}"
     else:
         pod_name = f"{name}-{secrets.token_hex(3)[:5]}"
-    rev_value = sim.revision if kind == "Deployment" else revision_name(kind, name, sim.revision)
+    rev_value = revision if kind == "Deployment" else revision_name(kind, name, revision)
     labels = dict(template.get("metadata", {}).get("labels", {}))
     labels[revision_label(kind)] = rev_value
     if ordinal is not None:
@@ -79,28 +89,51 @@ def make_pod(
     pod_meta = new_meta(meta["namespace"], pod_name, labels)
     pod_meta["annotations"] = {
         "convoy.emulator/owner": f"{resource}/{name}",
-        "convoy.emulator/revision": sim.revision,
+        "convoy.emulator/revision": revision,
     }
     containers = copy.deepcopy(template.get("spec", {}).get("containers", []))
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": pod_meta,
-        "spec": {"containers": containers, "nodeName": "emulated-node"},
-        "status": {},
-    }
+    spec: dict[str, Any] = {"containers": containers}
+    # The scheduler binds a pod by setting spec.nodeName; one it cannot place has none.
+    if not _unschedulable(containers):
+        spec["nodeName"] = "emulated-node"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec, "status": {}}
     set_pod_status(pod, ready=False, restarts=0)
     return pod
 
 
-def _container_status(image: str, name: str, ready: bool, restarts: int) -> dict[str, Any]:
+def _unschedulable(containers: list[dict[str, Any]]) -> bool:
+    return any(behaviour(c.get("image", "")) == "unschedulable" for c in containers)
+
+
+def _back_off(restarts: int) -> str:
+    """The kubelet's restart back-off (10 s doubling up to 5 min) as Go prints a duration."""
+    seconds = min(10 * 2 ** min(max(restarts - 1, 0), 5), 300)
+    return f"{seconds}s" if seconds < 60 else f"{seconds // 60}m{seconds % 60}s"
+
+
+def _container_status(
+    image: str, name: str, ready: bool, restarts: int, pod_ref: str
+) -> dict[str, Any]:
     b = behaviour(image)
     state: dict[str, Any]
+    last: dict[str, Any] = {}
     if b == "crashloop" and restarts > 0:
         state = {
             "waiting": {
                 "reason": "CrashLoopBackOff",
-                "message": f"back-off 10s restarting failed container={name}",
+                "message": f"back-off {_back_off(restarts)} restarting failed "
+                f"container={name} pod={pod_ref}",
+            }
+        }
+        # Between restarts the kubelet reports how the last run ended.
+        stamp = now_iso()
+        last = {
+            "terminated": {
+                "exitCode": 1,
+                "reason": "Error",
+                "startedAt": stamp,
+                "finishedAt": stamp,
+                "containerID": f"containerd://{secrets.token_hex(32)}",
             }
         }
     elif b == "imagepull":
@@ -113,9 +146,7 @@ def _container_status(image: str, name: str, ready: bool, restarts: int) -> dict
                 else f'failed to pull and unpack image "{image}": not found',
             }
         }
-    elif (
-        b == "unschedulable" or (b == "crashloop" and restarts == 0) or (not ready and b == "ready")
-    ):
+    elif (b == "crashloop" and restarts == 0) or (not ready and b == "ready"):
         state = {"waiting": {"reason": "ContainerCreating"}}
     else:
         state = {"running": {"startedAt": now_iso()}}
@@ -127,19 +158,15 @@ def _container_status(image: str, name: str, ready: bool, restarts: int) -> dict
         "started": "running" in state,
         "restartCount": restarts if b == "crashloop" else 0,
         "state": state,
+        "lastState": last,
     }
 
 
 def set_pod_status(pod: dict[str, Any], *, ready: bool, restarts: int) -> None:
     containers = pod["spec"]["containers"]
-    unschedulable = any(behaviour(c.get("image", "")) == "unschedulable" for c in containers)
-    statuses = []
-    all_ready = True
-    for c in containers:
-        c_ready = ready and behaviour(c.get("image", "")) in ("ready", "slow")
-        all_ready = all_ready and c_ready
-        statuses.append(_container_status(c.get("image", ""), c["name"], c_ready, restarts))
-    if unschedulable:
+    if _unschedulable(containers):
+        # Never bound to a node: the kubelet created no containers, so there are
+        # no containerStatuses; the scheduler's condition says why.
         pod["status"] = {
             "phase": "Pending",
             "conditions": [
@@ -147,11 +174,23 @@ def set_pod_status(pod: dict[str, Any], *, ready: bool, restarts: int) -> None:
                     "type": "PodScheduled",
                     "status": "False",
                     "reason": "Unschedulable",
-                    "message": "0/3 nodes are available: 3 Insufficient cpu.",
+                    "message": "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 "
+                    "nodes are available: 3 No preemption victims found for incoming pod.",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": pod["metadata"].get("creationTimestamp") or now_iso(),
                 }
             ],
         }
         return
+    meta = pod["metadata"]
+    pod_ref = f"{meta['name']}_{meta['namespace']}({meta.get('uid', '')})"
+    statuses = []
+    all_ready = True
+    for c in containers:
+        c_ready = ready and behaviour(c.get("image", "")) in ("ready", "slow")
+        all_ready = all_ready and c_ready
+        image = c.get("image", "")
+        statuses.append(_container_status(image, c["name"], c_ready, restarts, pod_ref))
     status = "True" if all_ready else "False"
     if all_ready:
         annotations = pod["metadata"].setdefault("annotations", {})
@@ -301,16 +340,12 @@ def _step(
     paused: bool = False,
 ) -> None:
     """One pod one step. A paused Deployment only lets pods already created
-    become ready (the kubelet goes on); it neither creates nor deletes pods. A
-    StatefulSet replaces only ordinals at or above its partition."""
+    become ready (the kubelet goes on); it neither creates nor deletes pods."""
     meta = workload["metadata"]
     ns, name = meta["namespace"], meta["name"]
     pods = workload_pods(store, resource, ns, name)
-    new = [p for p in pods if pod_revision(p) == sim.revision]
-    old = [p for p in pods if pod_revision(p) != sim.revision]
-    pending = [p for p in new if not pod_ready(p)]
-    for pod in pending:
-        if all(
+    for pod in pods:
+        if not pod_ready(pod) and all(
             behaviour(c.get("image", "")) in ("ready", "slow") for c in pod["spec"]["containers"]
         ):
             updated = copy.deepcopy(pod)
@@ -318,27 +353,82 @@ def _step(
             store.put("pods", updated, "MODIFIED")
             sim.last_progress = now
             return
+    new = [p for p in pods if pod_revision(p) == sim.revision]
+    old = [p for p in pods if pod_revision(p) != sim.revision]
+    pending = [p for p in new if not pod_ready(p)]
+    if KIND_OF[resource] == "StatefulSet":
+        if _statefulset_step(store, resource, workload, sim, pods, pending):
+            sim.last_progress = now
+        return
     if pending or paused:
         return  # a new pod is stuck: a rolling update does not go on
-    stateful = KIND_OF[resource] == "StatefulSet"
-    if stateful:
-        old = [p for p in old if _ordinal(p) >= _partition(workload)]
     if old:
-        # StatefulSets replace the highest ordinal first; others the oldest pod.
-        victim = max(old, key=lambda p: _ordinal(p)) if stateful else old[0]
-        store.delete("pods", ns, victim["metadata"]["name"])
-        ordinal = _ordinal(victim) if stateful else None
-        store.put("pods", make_pod(store, resource, workload, sim, ordinal), "ADDED")
+        store.delete("pods", ns, old[0]["metadata"]["name"])
+        store.put("pods", make_pod(store, resource, workload, sim, None), "ADDED")
         sim.last_progress = now
     elif len(pods) < sim.desired:
-        used = {_ordinal(p) for p in pods}
-        ordinal = min(i for i in range(sim.desired + 1) if i not in used) if stateful else None
-        store.put("pods", make_pod(store, resource, workload, sim, ordinal), "ADDED")
+        store.put("pods", make_pod(store, resource, workload, sim, None), "ADDED")
         sim.last_progress = now
     elif len(pods) > sim.desired:
-        victim = max(pods, key=lambda p: _ordinal(p)) if stateful else pods[-1]
-        store.delete("pods", ns, victim["metadata"]["name"])
+        store.delete("pods", ns, pods[-1]["metadata"]["name"])
         sim.last_progress = now
+
+
+def _statefulset_step(
+    store: Store,
+    resource: str,
+    workload: dict[str, Any],
+    sim: SimState,
+    pods: list[dict[str, Any]],
+    pending: list[dict[str, Any]],
+) -> bool:
+    """The StatefulSet controller's order (OrderedReady): create the lowest missing
+    ordinal, else delete the highest ordinal beyond ``spec.replicas``, else replace
+    the highest ordinal at or above the partition that is not at the update
+    revision. A new pod not ready holds back what comes after it. Returns
+    whether a pod was created or deleted."""
+    ns = workload["metadata"]["namespace"]
+    partition = _partition(workload)
+    used = {_ordinal(p) for p in pods}
+    missing = [i for i in range(sim.desired) if i not in used]
+    if missing:
+        if any(_ordinal(p) < missing[0] for p in pending):
+            return False
+        store.put("pods", _versioned_pod(store, resource, workload, sim, missing[0]), "ADDED")
+        return True
+    if any(_ordinal(p) < sim.desired for p in pending):
+        return False
+    # Scaling down goes before the update, and the stuck pod it condemns goes too.
+    condemned = [p for p in pods if _ordinal(p) >= sim.desired]
+    stale = [p for p in pods if pod_revision(p) != sim.revision and _ordinal(p) >= partition]
+    if not condemned and not stale:
+        return False
+    victim = max(condemned or stale, key=_ordinal)
+    store.delete("pods", ns, victim["metadata"]["name"])
+    if not condemned:
+        store.put("pods", make_pod(store, resource, workload, sim, _ordinal(victim)), "ADDED")
+    return True
+
+
+def _versioned_pod(
+    store: Store, resource: str, workload: dict[str, Any], sim: SimState, ordinal: int
+) -> dict[str, Any]:
+    """The pod of a new ordinal: below the partition it is made from the current
+    revision's ControllerRevision (as newVersionedStatefulSetPod does), else from
+    the update revision."""
+    meta = workload["metadata"]
+    current = str((workload.get("status") or {}).get("currentRevision") or "")
+    stored = store.objects.get(("controllerrevisions", meta["namespace"], current))
+    prefix = f"{meta['name']}-"
+    at_update = current == f"{prefix}{sim.revision}"
+    if ordinal >= _partition(workload) or at_update or stored is None:
+        return make_pod(store, resource, workload, sim, ordinal)
+    template = copy.deepcopy(stored["data"]["spec"]["template"])
+    template.pop("$patch", None)
+    return make_pod(
+        store, resource, workload, sim, ordinal,
+        revision=current.removeprefix(prefix), template=template,
+    )  # fmt: skip
 
 
 def _partition(workload: dict[str, Any]) -> int:

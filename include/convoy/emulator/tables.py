@@ -7,7 +7,8 @@ UP-TO-DATE, AVAILABLE, AGE (+ CONTAINERS, IMAGES, SELECTOR with ``-o wide``),
 statefulsets NAME, READY, AGE, daemonsets NAME, DESIRED, CURRENT, READY,
 UP-TO-DATE, AVAILABLE, NODE SELECTOR, AGE, replicasets NAME, DESIRED, CURRENT,
 READY, AGE, controllerrevisions NAME, CONTROLLER, REVISION, AGE and pods NAME,
-READY, STATUS, RESTARTS, AGE (+ IP, NODE, NOMINATED NODE, READINESS GATES).
+READY, STATUS, RESTARTS (``3 (12s ago)`` once a container has restarted), AGE
+(+ IP, NODE, NOMINATED NODE, READINESS GATES).
 Columns of priority 1 are sent always; kubectl shows them with ``-o wide``.
 Each row carries the object's metadata (``includeObject=Metadata``, the
 default), the whole object (``Object``) or nothing (``None``).
@@ -73,12 +74,14 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365}y"
 
 
+def _since(stamp: str, now: dt.datetime) -> str:
+    then = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return human_duration((now - then).total_seconds())
+
+
 def _age(obj: dict[str, Any], now: dt.datetime) -> str:
     raw = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not raw:
-        return "<unknown>"
-    created = dt.datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    return human_duration((now - created).total_seconds())
+    return _since(raw, now) if raw else "<unknown>"
 
 
 def _containers(obj: dict[str, Any]) -> tuple[str, str]:
@@ -184,9 +187,11 @@ def _controllerrevision(obj: dict[str, Any], now: dt.datetime) -> list[Any]:
 def _pod(obj: dict[str, Any], now: dt.datetime) -> list[Any]:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     reason = str(status.get("reason") or status.get("phase") or "")
-    restarts, ready = 0, 0
+    restarts, ready, last_restart = 0, 0, ""
     for cs in reversed(status.get("containerStatuses") or []):
         restarts += _int(cs.get("restartCount"))
+        finished = ((cs.get("lastState") or {}).get("terminated") or {}).get("finishedAt") or ""
+        last_restart = max(last_restart, str(finished))  # RFC 3339 in UTC sorts as text
         state = cs.get("state") or {}
         waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
         if waiting.get("reason"):
@@ -201,11 +206,14 @@ def _pod(obj: dict[str, Any], now: dt.datetime) -> list[Any]:
     if obj["metadata"].get("deletionTimestamp") and reason not in ("Succeeded", "Failed"):
         reason = "Terminating"
     ips = status.get("podIPs") or []
+    restarts_cell = str(restarts)
+    if restarts and last_restart:
+        restarts_cell += f" ({_since(last_restart, now)} ago)"
     return [
         obj["metadata"]["name"],
         f"{ready}/{len(spec.get('containers') or [])}",
         reason,
-        str(restarts),
+        restarts_cell,
         _age(obj, now),
         (ips[0].get("ip") if ips else status.get("podIP")) or "<none>",
         spec.get("nodeName") or "<none>",

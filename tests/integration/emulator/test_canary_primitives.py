@@ -6,7 +6,9 @@
 - StatefulSet ``spec.updateStrategy.rollingUpdate.partition``: only ordinals
   at or above the partition get the new revision, highest first;
   ``updatedReplicas``, ``currentRevision`` and ``updateRevision`` as a real
-  cluster reports them.
+  cluster reports them; scaled during such an update, new ordinals below the
+  partition get the current revision, the others the update revision, and a
+  scale-down removes the highest ordinals first.
 """
 
 from __future__ import annotations
@@ -177,6 +179,85 @@ def test_statefulset_canary_by_partition(emulated_cluster: EmulatedCluster, apps
     )
     assert status["currentReplicas"] == 4
     assert status["updateRevision"] == new_revision
+
+
+def test_statefulset_scaled_during_a_partitioned_update(
+    emulated_cluster: EmulatedCluster, apps: Any
+) -> None:
+    """As the real controller (newVersionedStatefulSetPod): an ordinal created while a
+    partition holds the update back is at the current revision below the partition
+    and at the update revision from it on; condemned ordinals go highest first."""
+    cluster = emulated_cluster
+    cluster.add_workload("StatefulSet", NS, "db", {"db": "db:1"}, replicas=4)
+    old_revision = cluster.get_workload("StatefulSet", NS, "db")["status"]["currentRevision"]
+
+    def patch(spec: dict[str, Any], replicas: int, updated: int) -> dict[str, Any]:
+        apps.patch_namespaced_stateful_set("db", NS, {"spec": spec}, _content_type=SMP)
+        return dict(
+            wait_for(
+                lambda: (
+                    (s := cluster.get_workload("StatefulSet", NS, "db")["status"])
+                    and s.get("observedGeneration")
+                    == cluster.get_workload("StatefulSet", NS, "db")["metadata"]["generation"]
+                    and (s.get("replicas"), s.get("readyReplicas")) == (replicas, replicas)
+                    and s.get("updatedReplicas") == updated
+                    and len(images(cluster, "StatefulSet", "db")) == replicas
+                    and s
+                )
+            )
+        )
+
+    template = {"spec": {"containers": [{"name": "db", "image": "db:2"}]}}
+    status = patch({"template": template, "updateStrategy": {"rollingUpdate": {"partition": 2}}},
+                   replicas=4, updated=2)  # fmt: skip
+    new_revision = status["updateRevision"]
+
+    status = patch({"replicas": 6}, replicas=6, updated=4)
+    assert images(cluster, "StatefulSet", "db") == {
+        "db-0": "db:1", "db-1": "db:1", "db-2": "db:2", "db-3": "db:2", "db-4": "db:2",
+        "db-5": "db:2",
+    }  # fmt: skip
+    assert (status["currentReplicas"], status["currentRevision"]) == (2, old_revision)
+    assert status["updateRevision"] == new_revision
+
+    # Down to 3: db-5, db-4, db-3 go, in that order.
+    apps.patch_namespaced_stateful_set("db", NS, {"spec": {"replicas": 3}}, _content_type=SMP)
+    seen: list[set[str]] = []
+
+    def shrunk() -> bool:
+        names = set(images(cluster, "StatefulSet", "db"))
+        if not seen or seen[-1] != names:
+            seen.append(names)
+        return len(names) == 3
+
+    wait_for(shrunk)
+    assert all(names == {f"db-{i}" for i in range(len(names))} for names in seen), seen
+    status = patch({"replicas": 3}, replicas=3, updated=1)
+    assert images(cluster, "StatefulSet", "db") == {"db-0": "db:1", "db-1": "db:1", "db-2": "db:2"}
+    assert (status["currentReplicas"], status["currentRevision"]) == (2, old_revision)
+
+    # Up to 5 with the partition at 4: db-3 is below it (current revision), db-4 is not.
+    status = patch({"replicas": 5, "updateStrategy": {"rollingUpdate": {"partition": 4}}},
+                   replicas=5, updated=2)  # fmt: skip
+    assert images(cluster, "StatefulSet", "db") == {
+        "db-0": "db:1", "db-1": "db:1", "db-2": "db:2", "db-3": "db:1", "db-4": "db:2"
+    }  # fmt: skip
+    pods = {p["metadata"]["name"]: p for p in cluster.pods("StatefulSet", NS, "db")}
+    assert pods["db-3"]["metadata"]["labels"]["controller-revision-hash"] == old_revision
+    assert pods["db-4"]["metadata"]["labels"]["controller-revision-hash"] == new_revision
+    assert (status["currentReplicas"], status["currentRevision"]) == (3, old_revision)
+
+    # The partition lowered to 0: every ordinal is updated and the revision completes.
+    patch({"updateStrategy": {"rollingUpdate": {"partition": 0}}}, replicas=5, updated=5)
+    status = wait_for(
+        lambda: (
+            (s := cluster.get_workload("StatefulSet", NS, "db")["status"])
+            and s["currentRevision"] == new_revision
+            and s
+        )
+    )
+    assert status["currentReplicas"] == 5
+    assert set(images(cluster, "StatefulSet", "db").values()) == {"db:2"}
 
 
 def test_statefulset_replaces_highest_ordinal_first(

@@ -6,7 +6,9 @@ slow, paused, partitioned) ``kubectl set image`` + ``kubectl rollout status
 the same verdict, and kubectl's last status line must be what
 :func:`convoy.rollout.status.judge` says of the same object. ``kubectl rollout
 pause/resume/undo``, ``set image --dry-run=server`` and ``get`` (server-side
-Table with the usual columns) must behave as on a cluster.
+Table with the usual columns) must behave as on a cluster, and so must the pods
+kubectl shows: an unschedulable pod is ``Pending`` on no node, a crash-looping
+one ``CrashLoopBackOff`` with its restarts and the last termination.
 
 ``kubectl`` is the one on PATH (v1.32 on these machines); ``make system-deps``
 installs Debian's ``kubernetes-client`` only where there is none.
@@ -29,9 +31,9 @@ import pytest
 
 from convoy.emulator import EmulatedCluster
 from convoy.rollout import RetryPolicy, RolloutRunner
-from convoy.rollout.errors import RolloutError
+from convoy.rollout.errors import CrashLooping, PodUnschedulable, RolloutError
 from convoy.rollout.runner import Target
-from convoy.rollout.status import judge
+from convoy.rollout.status import diagnose, judge
 
 KUBECTL = shutil.which("kubectl")
 pytestmark = [
@@ -248,6 +250,85 @@ def test_get_prints_the_usual_columns(cluster: EmulatedCluster, kubectl: Kubectl
     _, rows = table(kubectl("get", "pods", "-l", "app=cart").out)
     assert {r[2] for r in rows} >= {"Running"}
     assert {r[2] for r in rows} & {"ErrImagePull", "ImagePullBackOff"}
+
+
+def wait_for_pod(cluster: EmulatedCluster, name: str, check: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pods = {p["metadata"]["name"]: p for p in cluster.pods("StatefulSet", NS, "db")}
+        if name in pods and check(pods[name]):
+            return pods[name]
+        time.sleep(0.03)
+    raise AssertionError(f"pod {name} not as expected within 10 s")
+
+
+def test_unschedulable_pod_is_pending_on_no_node(
+    cluster: EmulatedCluster, kubectl: Kubectl
+) -> None:
+    """As a real scheduler leaves it: not bound (no spec.nodeName), no containers created."""
+    add(cluster, "StatefulSet", "db")
+    image = OLD.replace("1.0.0", "2.0.0-unschedulable")
+    kubectl("set", "image", "sts/db", f"main={image}")
+    pod = wait_for_pod(cluster, "db-2", lambda p: p["spec"]["containers"][0]["image"] == image)
+    assert "nodeName" not in pod["spec"]
+    assert pod["status"]["phase"] == "Pending"
+    assert "containerStatuses" not in pod["status"]
+    [scheduled] = pod["status"]["conditions"]
+    assert (scheduled["type"], scheduled["status"], scheduled["reason"]) == (
+        "PodScheduled", "False", "Unschedulable"
+    )  # fmt: skip
+    assert re.fullmatch(r"0/3 nodes are available: 3 Insufficient cpu\. preemption: .+",
+                        scheduled["message"])  # fmt: skip
+    failure = diagnose([pod], {"main": image})
+    assert isinstance(failure, PodUnschedulable)
+    assert failure.details["podMessage"] == scheduled["message"]
+
+    header, rows = table(kubectl("get", "pods", "db-2", "db-1", "-o", "wide").out)
+    assert header[:7] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    by_name = {r[0]: r for r in rows}
+    assert by_name["db-2"][1:4] == ["0/1", "Pending", "0"]
+    assert by_name["db-2"][6] == "<none>"
+    assert by_name["db-1"][2:4] == ["Running", "0"]  # the old pod still runs on its node
+    assert by_name["db-1"][6] == "emulated-node"
+    assert kubectl("get", "pod", "db-2", "-o", "jsonpath={.spec.nodeName}").out == ""
+
+
+def test_crashloop_pod_reports_its_last_termination(
+    cluster: EmulatedCluster, kubectl: Kubectl
+) -> None:
+    """As a kubelet between two restarts: waiting CrashLoopBackOff, restartCount > 0 and
+    lastState.terminated; kubectl prints RESTARTS as ``N (Xs ago)``."""
+    add(cluster, "StatefulSet", "db")
+    image = OLD.replace("1.0.0", "2.0.0-crashloop")
+    kubectl("set", "image", "sts/db", f"main={image}")
+
+    def crash_looping(pod: dict[str, Any]) -> bool:
+        statuses = pod["status"].get("containerStatuses") or [{}]
+        waiting = (statuses[0].get("state") or {}).get("waiting") or {}
+        return bool(waiting.get("reason") == "CrashLoopBackOff")
+
+    pod = wait_for_pod(cluster, "db-2", crash_looping)
+    [main] = pod["status"]["containerStatuses"]
+    assert main["restartCount"] > 0
+    assert (main["ready"], main["started"]) == (False, False)
+    terminated = main["lastState"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (1, "Error")
+    assert terminated["startedAt"] <= terminated["finishedAt"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", terminated["finishedAt"])
+    assert re.fullmatch(r"back-off \w+ restarting failed container=main pod=db-2_shop\(.+\)",
+                        main["state"]["waiting"]["message"])  # fmt: skip
+    failure = diagnose([pod], {"main": image})
+    assert isinstance(failure, CrashLooping)
+    assert failure.details["exitCode"] == 1
+    assert failure.details["restartCount"] == main["restartCount"]
+
+    _, rows = table(kubectl("get", "pods", "db-2").out)
+    assert rows[0][1:3] == ["0/1", "CrashLoopBackOff"]
+    restarts = re.fullmatch(r"(\d+) \((\d+)s ago\)", rows[0][3])
+    assert restarts, rows[0]
+    assert int(restarts[1]) > 0
+    _, rows = table(kubectl("get", "pods", "db-0").out)
+    assert rows[0][1:4] == ["1/1", "Running", "0"]  # never restarted: no "(... ago)"
 
 
 def test_set_image_server_dry_run_changes_nothing(
