@@ -16,7 +16,9 @@ bytes (sha256), the path it was loaded by and its real path, the migration
 folders' listings and contents, convoy's own source files (size and mtime)
 and the versions of the libraries the checks use. Anything else is a miss
 and the file is loaded in full. Invalid policies are never stored, so they
-are reported on every parse.
+are reported on every parse, and neither are policies holding anything that
+looks like a credential (what :mod:`convoy.redaction` would mask): an entry
+must not become one more copy of it.
 
 Entries are JSON, never pickle: reading one runs no code. The directory must
 belong to the user running the parse and not be writable by others (as ssh
@@ -49,6 +51,7 @@ from convoy.policy.files import FileRefused, read_regular, real_dir
 from convoy.policy.loader import LoadedPolicy
 from convoy.policy.migrations import MigrationFile, directory_problem, scan_migrations
 from convoy.policy.models import Policy
+from convoy.redaction import redact
 
 #: Bumped whenever the entry layout or what a hit skips changes.
 FORMAT = 1
@@ -93,6 +96,21 @@ def _decode_object(obj: dict[str, Any]) -> Any:
         if key == _TAG + "date":
             return dt.date.fromisoformat(text)
     return obj
+
+
+def _holds_credential(value: Any) -> bool:
+    """Whether a string of ``value`` (key or value) holds what the redaction masks.
+
+    Strings only: the policy's own field names (``key``, ``secretRef``) name
+    settings, not secrets.
+    """
+    if isinstance(value, str):
+        return redact(value) != value
+    if isinstance(value, list):
+        return any(_holds_credential(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_credential(k) or _holds_credential(v) for k, v in value.items())
+    return False
 
 
 def _library_versions() -> list[str]:
@@ -247,6 +265,10 @@ class ParseCache:
         try:
             encoded = _encode(data)
         except _Uncacheable:
+            return
+        if _holds_credential(encoded):
+            # The entry would be one more copy of a credential pasted into the
+            # policy, outside the DAG folder: such a policy is loaded in full.
             return
         kinds = {ds.name: (ds.migrations, ds.type) for ds in loaded.policy.datastores}
         migrations: list[list[Any]] = []

@@ -208,6 +208,26 @@ def test_data_json_cannot_give_back_is_not_stored(
     assert not list(cache.directory.glob("*.json"))
 
 
+@pytest.mark.parametrize(
+    "pasted",
+    ["postgresql://app:Pw-4d1f@db.example.com/shop", "https://grafana.example.com/?token=Tk-9a2c"],
+)
+def test_a_policy_holding_a_credential_is_not_copied_into_the_cache(
+    tmp_path: Path, pasted: str
+) -> None:
+    path = tmp_path / "leaky.yaml"
+    described = f"  name: cached\n  description: {pasted}\n"
+    path.write_text(POLICY.replace("  name: cached\n", described))
+    path.with_name("migrations").mkdir()
+    (path.with_name("migrations") / "V1__a.sql").write_text("SELECT 1;\n")
+    (path.with_name("migrations") / "U1__a.sql").write_text("SELECT 1;\n")
+    cache = _open(tmp_path / "cache", tmp_path)
+    for _ in range(2):
+        assert load_policy(path, cache=cache).policy.metadata.description == pasted
+    assert (cache.hits, cache.stores) == (0, 0)
+    assert not list(cache.directory.glob("*.json"))
+
+
 def test_datetimes_keep_their_type_and_zone() -> None:
     value = {"at": dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC), "on": dt.date(2026, 1, 2)}
     text = json.dumps(cache_module._encode(value))
