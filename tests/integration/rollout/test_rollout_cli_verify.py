@@ -13,14 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from health_server import HealthServer
 
 from convoy.plan.verify import service_verify
 from convoy.policy import load_policy
@@ -33,36 +32,11 @@ TOKEN = "s3cret-token"
 OLD, NEW = "registry.example.com/db:1.0.0", "registry.example.com/db:2.0.0"
 
 
-class Health:
-    """``GET /health/<image>``: 401 without the token, 500 for ``-errors`` images, else 200."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                auth = self.headers.get("Authorization", "")
-                outer.seen.append((self.path, auth))
-                code = 401 if auth != f"Bearer {TOKEN}" else 500 if "-errors" in self.path else 200
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def health() -> Iterator[Health]:
-    server = Health()
+def health() -> Iterator[HealthServer]:
+    server = HealthServer(TOKEN)
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    server.close()
 
 
 POLICY = f"""\
@@ -136,7 +110,7 @@ def verify(
 
 
 def test_verify_passes_canary_and_analyses(
-    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: Health
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: HealthServer
 ) -> None:
     spec = spec_for(tmp_path, NEW)
     code, out, proc = verify(kubeconfig, tmp_path, spec, secret_environ(spec, health.url), NEW)
@@ -163,7 +137,7 @@ def test_verify_passes_canary_and_analyses(
 
 
 def test_failed_analysis_stops_the_canary_and_the_revert_undoes_it(
-    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: Health
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: HealthServer
 ) -> None:
     bad = NEW + "-errors"
     spec = spec_for(tmp_path, bad)
@@ -214,7 +188,7 @@ def test_analyze_measures_a_wave_without_changing_it(
     emulated_cluster: Any,
     kubeconfig: Path,
     tmp_path: Path,
-    health: Health,
+    health: HealthServer,
     image: str,
     code: int,
     phase: str,
@@ -306,7 +280,7 @@ def test_verify_with_a_real_prometheus(
 
 
 def test_inconclusive_verify_ends_with_a_checkpoint_and_resume_goes_on_from_it(
-    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: Health
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: HealthServer
 ) -> None:
     spec = spec_for(tmp_path, NEW)
     # Nothing listens on port 1: every measurement of the canary's analysis has no number.
@@ -363,7 +337,7 @@ def test_resume_json_must_be_a_checkpoint(kubeconfig: Path, tmp_path: Path) -> N
 
 
 def test_inconclusive_analyze_ends_with_a_checkpoint_and_resume_goes_on_from_it(
-    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: Health
+    emulated_cluster: Any, kubeconfig: Path, tmp_path: Path, health: HealthServer
 ) -> None:
     emulated_cluster.add_workload("Deployment", NS, "cart", {"server": NEW}, replicas=2)
     spec = spec_for(tmp_path, NEW)

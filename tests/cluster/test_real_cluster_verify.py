@@ -1,0 +1,209 @@
+"""A verified rollout on a real cluster: what a rollout pod runs, from this machine.
+
+``KUBECONFIG=... .venv/bin/pytest -m cluster tests/cluster``. The runner
+(``python -m convoy.rollout verify``, as the rollout pod runs it) rolls a
+Deployment of ``registry.k8s.io/pause`` out as a canary that pauses after one
+new pod, measures an HTTP check served by this test on 127.0.0.1 (the runner
+runs here, not in the cluster, so it can reach it) with the bearer token the
+pod's ``secretKeyRef`` would give, and goes on or stops. A failed analysis
+leaves the canary paused, and the revert the rollback's pod runs restores the
+images and resumes the Deployment. Needs permission to create and delete
+namespaces and Deployments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from health_server import HealthServer
+
+from convoy.plan.verify import service_verify
+from convoy.policy import load_policy
+from convoy.rollout.providers.secrets import secret_env
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="needs KUBECONFIG"),
+]
+
+OLD, NEW = "registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.10"
+TOKEN = "real-cluster-token"
+
+POLICY = """\
+apiVersion: convoy/v1
+kind: UpgradePolicy
+metadata: {name: real-cluster}
+kubernetes: {namespace: NAMESPACE, runnerImage: registry.example.com/convoy:0.1.0}
+analysisTemplates:
+  - name: health
+    provider: {http: {connId: gateway, path: "/health/{{ image }}",
+                      secretRef: {name: gateway-creds}}}
+    count: 2
+    interval: 1s
+services:
+  - name: pause
+    workload: {kind: Deployment, name: pause}
+    containers: {pause: NEW_IMAGE}
+    analysis: [health]
+    canary:
+      steps:
+        - pods: 1
+        - analysis: health
+"""
+
+
+@pytest.fixture
+def kubeconfig() -> Path:
+    return Path(os.environ["KUBECONFIG"])
+
+
+@pytest.fixture
+def namespace(kubeconfig: Path) -> Iterator[str]:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    name = f"convoy-test-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name, "labels": {"convoy.dev/test": "true"}}})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+@pytest.fixture
+def deployment(kubeconfig: Path, namespace: str) -> dict[str, Any]:
+    """``pause`` with 3 replicas on the old image, rolled out before the test starts."""
+    from kubernetes import client, config
+
+    from convoy.rollout import RolloutRunner, Target
+
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    labels = {"app": "pause"}
+    apps = client.AppsV1Api(api)
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "pause", "labels": labels},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "pause", "image": OLD}]},
+                },
+            },
+        },
+    )
+    runner = RolloutRunner(api, stall_seconds=60)
+    target = Target(namespace, "Deployment", "pause")
+    deadline = time.monotonic() + 180
+    while runner.status(target).status != "complete" and time.monotonic() < deadline:
+        time.sleep(2)  # the initial creation, not what is under test
+    return {"apps": apps, "runner": runner, "target": target}
+
+
+@pytest.fixture
+def health() -> Iterator[HealthServer]:
+    server = HealthServer(TOKEN)
+    yield server
+    server.close()
+
+
+def _spec(tmp_path: Path, namespace: str) -> dict[str, Any]:
+    path = tmp_path / "real-cluster.yaml"
+    path.write_text(POLICY.replace("NAMESPACE", namespace).replace("NEW_IMAGE", NEW))
+    return service_verify(load_policy(path).policy, "pause")
+
+
+def _runner(
+    kubeconfig: Path, xcom: Path, env: dict[str, str], *args: str
+) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
+    environ = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    environ.update(env, CONVOY_XCOM_PATH=str(xcom))
+    proc = subprocess.run(
+        [sys.executable, "-m", "convoy.rollout", *args, "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=600,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    return proc.returncode, (json.loads(lines[-1]) if lines else {}), proc
+
+
+def _verify(
+    kubeconfig: Path, tmp_path: Path, namespace: str, health: HealthServer
+) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
+    spec = _spec(tmp_path, namespace)
+    values = {"address": health.url, "token": TOKEN}
+    env = {e.env: values[e.key] for e in secret_env(spec["templates"]) if e.key in values}
+    return _runner(
+        kubeconfig, tmp_path / "verify.json", env,
+        "verify", "--namespace", namespace, "--kind", "Deployment", "--name", "pause",
+        "--container", f"pause={NEW}", "--service", "pause", "--spec-json", json.dumps(spec),
+        "--deadline-seconds", "300", "--run-id", "run-1",
+    )  # fmt: skip
+
+
+def _images(deployment: dict[str, Any]) -> dict[str, str]:
+    return dict(deployment["runner"].status(deployment["target"]).images)
+
+
+def test_a_healthy_canary_goes_on_to_the_full_rollout(
+    kubeconfig: Path,
+    namespace: str,
+    deployment: dict[str, Any],
+    health: HealthServer,
+    tmp_path: Path,
+) -> None:
+    code, out, proc = _verify(kubeconfig, tmp_path, namespace, health)
+    assert code == 0, proc.stderr
+    assert out["verified"] is True
+    assert out["status"] == "complete"
+    assert out["previousImages"] == {"pause": OLD}
+    assert [r["phase"] for r in out["analysis"]] == ["successful", "successful"]
+    assert out["canary"][0]["updated"] >= 1
+    assert _images(deployment) == {"pause": NEW}
+    live = deployment["apps"].read_namespaced_deployment("pause", namespace)
+    assert not live.spec.paused
+    assert {auth for _path, auth in health.seen} == {f"Bearer {TOKEN}"}
+    assert TOKEN not in proc.stdout + proc.stderr
+
+
+def test_a_failed_canary_stays_paused_and_the_revert_restores_it(
+    kubeconfig: Path,
+    namespace: str,
+    deployment: dict[str, Any],
+    health: HealthServer,
+    tmp_path: Path,
+) -> None:
+    health.failing = True
+    code, out, proc = _verify(kubeconfig, tmp_path, namespace, health)
+    assert code == 1, proc.stderr
+    assert out["error"] == "AnalysisFailed"
+    assert out["analysis"][0]["phase"] == "failed"
+    assert "Traceback" not in proc.stderr
+    live = deployment["apps"].read_namespaced_deployment("pause", namespace)
+    assert live.spec.paused is True  # held at the canary: nothing after it started
+
+    code, out, proc = _runner(
+        kubeconfig, tmp_path / "revert.json", {},
+        "revert", "--namespace", namespace, "--kind", "Deployment", "--name", "pause",
+        "--deadline-seconds", "300", "--run-id", "run-1", "--only-if-run-id", "run-1",
+    )  # fmt: skip
+    assert code == 0, proc.stderr
+    assert out["reverted"] is True
+    assert _images(deployment) == {"pause": OLD}
+    live = deployment["apps"].read_namespaced_deployment("pause", namespace)
+    assert not live.spec.paused
