@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ def test_dags_from_the_cache_are_the_dags_without_it(
     tmp_path: Path,
     load_dagbag: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     without = load_dagbag(policies, CONVOY_PARSE_CACHE_DIR="off")
     assert not without.import_errors
@@ -56,7 +58,9 @@ def test_dags_from_the_cache_are_the_dags_without_it(
 
     # A parse that needed the YAML again would turn that policy into a placeholder DAG.
     monkeypatch.setattr(loader, "parse_yaml", refuse)
+    caplog.set_level(logging.INFO, logger="convoy.airflow.registry")
     warm = load_dagbag(policies, CONVOY_PARSE_CACHE_DIR=str(cache))
+    assert f"{len(entries)} policy files unchanged, 0 parsed" in caplog.text
     assert set(warm.dag_ids) == names
     assert _serialized(warm) == _serialized(without) == _serialized(cold)
 

@@ -145,9 +145,16 @@ def register_policies(directory: str | Path, *, dag_id: str | None = None) -> di
     cache = _open_cache(directory)
     with _collector_paused():
         dags = _register(paths, cache)
-    if cache is not None and dag_id is None:
-        # Every file was listed: entries of deleted or renamed policies can go.
-        cache.prune((str(p), p) for p in paths)
+    if cache is not None:
+        log.info(
+            "convoy: parse cache %s: %d policy files unchanged, %d parsed",
+            cache.directory,
+            cache.hits,
+            cache.misses,
+        )
+        if dag_id is None:
+            # Every file was listed: entries of deleted or renamed policies can go.
+            cache.prune((str(p), p) for p in paths)
     if dag_id is not None and dag_id in dags and len(dags) > 1:
         return {dag_id: dags[dag_id]}
     return dags
