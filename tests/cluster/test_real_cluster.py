@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,26 +19,6 @@ pytestmark = [
 ]
 
 OLD, NEW = "registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.10"
-
-
-@pytest.fixture
-def api_client() -> Any:
-    from kubernetes import config
-
-    return config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
-
-
-@pytest.fixture
-def namespace(api_client: Any) -> Iterator[str]:
-    from kubernetes import client
-
-    name = f"convoy-test-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": name, "labels": {"convoy.dev/test": "true"}}})
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name)
 
 
 def test_apply_and_revert_on_a_real_cluster(api_client: Any, namespace: str) -> None:

@@ -16,15 +16,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from health_server import HealthServer
+from rollout_cli import run_rollout_cli
 
 from convoy.plan.verify import service_verify
 from convoy.policy import load_policy
@@ -67,27 +66,13 @@ def kubeconfig() -> Path:
 
 
 @pytest.fixture
-def namespace(kubeconfig: Path) -> Iterator[str]:
-    from kubernetes import client, config
-
-    api = config.new_client_from_config(config_file=str(kubeconfig))
-    name = f"convoy-test-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name, "labels": {"convoy.dev/test": "true"}}})
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name)
-
-
-@pytest.fixture
-def deployment(kubeconfig: Path, namespace: str) -> dict[str, Any]:
+def deployment(api_client: Any, namespace: str) -> dict[str, Any]:
     """``pause`` with 3 replicas on the old image, rolled out before the test starts."""
-    from kubernetes import client, config
+    from kubernetes import client
 
     from convoy.rollout import RolloutRunner, Target
 
-    api = config.new_client_from_config(config_file=str(kubeconfig))
+    api = api_client
     labels = {"app": "pause"}
     apps = client.AppsV1Api(api)
     apps.create_namespaced_deployment(
@@ -125,34 +110,18 @@ def _spec(tmp_path: Path, namespace: str) -> dict[str, Any]:
     return service_verify(load_policy(path).policy, "pause")
 
 
-def _runner(
-    kubeconfig: Path, xcom: Path, env: dict[str, str], *args: str
-) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
-    environ = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-    environ.update(env, CONVOY_XCOM_PATH=str(xcom))
-    proc = subprocess.run(
-        [sys.executable, "-m", "convoy.rollout", *args, "--kubeconfig", str(kubeconfig)],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=600,
-        check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
-    return proc.returncode, (json.loads(lines[-1]) if lines else {}), proc
-
-
 def _verify(
     kubeconfig: Path, tmp_path: Path, namespace: str, health: HealthServer
 ) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
     spec = _spec(tmp_path, namespace)
     values = {"address": health.url, "token": TOKEN}
     env = {e.env: values[e.key] for e in secret_env(spec["templates"]) if e.key in values}
-    return _runner(
-        kubeconfig, tmp_path / "verify.json", env,
+    return run_rollout_cli(
+        kubeconfig, tmp_path / "verify.json",
         "verify", "--namespace", namespace, "--kind", "Deployment", "--name", "pause",
         "--container", f"pause={NEW}", "--service", "pause", "--spec-json", json.dumps(spec),
         "--deadline-seconds", "300", "--run-id", "run-1",
+        env=env, timeout=600,
     )  # fmt: skip
 
 
@@ -197,10 +166,11 @@ def test_a_failed_canary_stays_paused_and_the_revert_restores_it(
     live = deployment["apps"].read_namespaced_deployment("pause", namespace)
     assert live.spec.paused is True  # held at the canary: nothing after it started
 
-    code, out, proc = _runner(
-        kubeconfig, tmp_path / "revert.json", {},
+    code, out, proc = run_rollout_cli(
+        kubeconfig, tmp_path / "revert.json",
         "revert", "--namespace", namespace, "--kind", "Deployment", "--name", "pause",
         "--deadline-seconds", "300", "--run-id", "run-1", "--only-if-run-id", "run-1",
+        timeout=600,
     )  # fmt: skip
     assert code == 0, proc.stderr
     assert out["reverted"] is True

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rollout_cli import run_rollout_cli
 
 from convoy.rollout.cli import main
 
@@ -21,19 +20,7 @@ NS = "shop"
 def run_cli(
     kubeconfig: Path, xcom: Path, *args: str
 ) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
-    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-    env["CONVOY_XCOM_PATH"] = str(xcom)
-    proc = subprocess.run(
-        [sys.executable, "-m", "convoy.rollout", *args, "--kubeconfig", str(kubeconfig)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
-    payload = json.loads(lines[-1]) if lines else {}
-    return proc.returncode, payload, proc
+    return run_rollout_cli(kubeconfig, xcom, *args, timeout=60)
 
 
 @pytest.fixture

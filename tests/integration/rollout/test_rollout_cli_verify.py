@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from health_server import HealthServer
+from rollout_cli import run_rollout_cli
 
 from convoy.plan.verify import service_verify
 from convoy.policy import load_policy
@@ -78,18 +79,7 @@ def secret_environ(spec: dict[str, Any], address: str) -> dict[str, str]:
 def run_cli(
     kubeconfig: Path, xcom: Path, extra_env: dict[str, str], *args: str
 ) -> tuple[int, dict[str, Any], subprocess.CompletedProcess[str]]:
-    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-    env.update(extra_env, CONVOY_XCOM_PATH=str(xcom))
-    proc = subprocess.run(
-        [sys.executable, "-m", "convoy.rollout", *args, "--kubeconfig", str(kubeconfig)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=90,
-        check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
-    return proc.returncode, (json.loads(lines[-1]) if lines else {}), proc
+    return run_rollout_cli(kubeconfig, xcom, *args, env=extra_env)
 
 
 @pytest.fixture
