@@ -215,21 +215,31 @@ def _decided(verified: Any, checkpoint: Any, resume: Mapping[str, Any], approval
     """The checkpoint with the approver's decision on its analysis; raises unless approved."""
     from dataclasses import replace
 
-    from convoy.airflow import inconclusive
     from convoy.rollout.analysis import AnalysisInconclusive, AnalysisRun
 
-    approved, text = inconclusive.decision(resume.get("event"), approval)
     runs = [AnalysisRun.from_dict(r) for r in checkpoint.runs]
     if not runs:
         raise ValueError("a checkpoint of an inconclusive analysis carries its runs")
-    runs[-1].decision = text
-    log.info("%s: %s", runs[-1].summary(), text)
-    if not approved:
+    try:
+        decide_last(runs, resume.get("event"), approval)
+    except AnalysisInconclusive:
         # What the task pushes on its way out: the runs and steps of the parked try.
         verified.analyzer.runs = runs
         verified.steps = [dict(s) for s in checkpoint.steps]
-        raise AnalysisInconclusive(runs[-1], runs)
+        raise
     return replace(checkpoint, runs=[r.to_dict() for r in runs])
+
+
+def decide_last(runs: list[Any], event: Any, approval: Any) -> None:
+    """Record the approver's answer on the last (inconclusive) run; raises unless approved."""
+    from convoy.airflow import inconclusive
+    from convoy.rollout.analysis import AnalysisInconclusive
+
+    approved, text = inconclusive.decision(event, approval)
+    runs[-1].decision = text
+    log.info("%s: %s", runs[-1].summary(), text)
+    if not approved:
+        raise AnalysisInconclusive(runs[-1], runs)
 
 
 def _then(stage: str, index: int, canary: list[Any], analyses: list[Any]) -> str:
@@ -369,11 +379,7 @@ def wave_analysis(
     verified = VerifiedRollout(runner, analyzer)
     try:
         if resume and analyzer.runs:
-            approved, text = inconclusive.decision(resume.get("event"), approval)
-            analyzer.runs[-1].decision = text
-            log.info("%s: %s", analyzer.runs[-1].summary(), text)
-            if not approved:
-                raise AnalysisInconclusive(analyzer.runs[-1], analyzer.runs)
+            decide_last(analyzer.runs, resume.get("event"), approval)
         for index, step in enumerate(steps):
             target = Target(step.namespace, step.kind, step.workload, dict(step.containers))
             if index < done[0]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -272,11 +272,9 @@ class RolloutPodOperator(KubernetesPodOperator):
         if spec:
             options = frozenset({"--service", "--spec-json", "--resume-json"})
             rest = _without(self.arguments[1:], options)
-            resume = self._convoy_resume
             self.arguments = [
                 "verify", *rest, "--service", self.service,
-                "--spec-json", json.dumps(spec, sort_keys=True),
-                *(["--resume-json", json.dumps(resume, sort_keys=True)] if resume else []),
+                "--spec-json", json.dumps(spec, sort_keys=True), *self.resume_args(),
             ]  # fmt: skip
             self.use_providers(spec)
             self.allow_verification(frozen.plan.deadline_seconds, spec)
@@ -406,19 +404,41 @@ class RolloutPodOperator(KubernetesPodOperator):
         self, context: Mapping[str, Any], checkpoint: dict[str, Any], event: Any, approval: Any
     ) -> dict[str, Any]:
         """The checkpoint with the approver's decision; fails the task unless approved."""
-        from convoy.airflow.analysis import _decided
-        from convoy.rollout.analysis import AnalysisInconclusive
         from convoy.rollout.canary import Checkpoint
 
-        # What _decided leaves the runs and steps of the parked try on after a rejection.
-        parked = SimpleNamespace(analyzer=SimpleNamespace(runs=[]), steps=[])
+        parked = Checkpoint.from_dict(checkpoint)
+        runs = self.decide(context, parked.runs, event, approval)
+        return dict(replace(parked, runs=runs).to_dict())
+
+    def decide(
+        self,
+        context: Mapping[str, Any],
+        runs: Sequence[Mapping[str, Any]],
+        event: Any,
+        approval: Any,
+    ) -> list[dict[str, Any]]:
+        """The parked runs, the approver's answer on the last; fails the task unless approved."""
+        from convoy.airflow.analysis import decide_last
+        from convoy.rollout.analysis import AnalysisInconclusive, AnalysisRun
+
+        parsed = [AnalysisRun.from_dict(r) for r in runs]
+        if not parsed:
+            raise ValueError("a checkpoint of an inconclusive analysis carries its runs")
         try:
-            decided = _decided(parked, Checkpoint.from_dict(checkpoint),
-                               {"event": event}, approval)  # fmt: skip
+            decide_last(parsed, event, approval)
         except AnalysisInconclusive as exc:
-            self.push_analyses(context, [r.to_dict() for r in parked.analyzer.runs])
+            self.push_analyses(context, [r.to_dict() for r in parsed])
             retries.fail(f"{self.describe()} failed: {exc.message}", exc)
-        return dict(decided.to_dict())
+        return [r.to_dict() for r in parsed]
+
+    def resume_args(self) -> list[str]:
+        """``--resume-json <approved checkpoint>`` for a continuation pod, else nothing."""
+        resume = self._convoy_resume
+        return ["--resume-json", json.dumps(resume, sort_keys=True)] if resume else []
+
+    def resumed_runs(self) -> int:
+        """How many runs the parked pod measured (and recorded) before this continuation."""
+        return len((self._convoy_resume or {}).get("runs") or ())
 
     def push_analyses(self, context: Mapping[str, Any], runs: list[dict[str, Any]]) -> None:
         try:
@@ -451,8 +471,7 @@ class RolloutPodOperator(KubernetesPodOperator):
         if self._convoy_context is not None and isinstance(result, dict):
             self._convoy_context["ti"].xcom_push(key=config.RESULT_KEY, value=result)
             if "analysis" in result or "canary" in result:
-                counted = len((self._convoy_resume or {}).get("runs") or ())
-                record_analyses(self._convoy_context, result, counted=counted)
+                record_analyses(self._convoy_context, result, counted=self.resumed_runs())
             self.record_result(self._convoy_context, result)
         return result
 
@@ -585,11 +604,10 @@ class WaveAnalysisPodOperator(RolloutPodOperator):
             self.log.info("wave %d: no wave analysis to run", self.wave)
             return []
         spec["targets"] = [local_rollout.step_dict(s) for s in steps]
-        resume = self._convoy_resume
         self.arguments = [
             "analyze", "--spec-json", json.dumps(spec, sort_keys=True),
             "--where", f"wave {self.wave}", *(["--dry-run"] if frozen.dry_run else []),
-            *(["--resume-json", json.dumps(resume, sort_keys=True)] if resume else []),
+            *self.resume_args(),
         ]  # fmt: skip
         self.use_providers(spec)
         self.allow_verification(0, spec, targets=len(steps))
@@ -611,18 +629,8 @@ class WaveAnalysisPodOperator(RolloutPodOperator):
     def decided(
         self, context: Mapping[str, Any], checkpoint: dict[str, Any], event: Any, approval: Any
     ) -> dict[str, Any]:
-        from convoy.rollout.analysis import AnalysisInconclusive, AnalysisRun
-
-        runs = [AnalysisRun.from_dict(r) for r in checkpoint.get("runs") or ()]
-        if not runs:
-            raise ValueError("a checkpoint of an inconclusive analysis carries its runs")
-        approved, runs[-1].decision = inconclusive.decision(event, approval)
-        self.log.info("%s: %s", runs[-1].summary(), runs[-1].decision)
-        if not approved:
-            self.push_analyses(context, [r.to_dict() for r in runs])
-            exc = AnalysisInconclusive(runs[-1], runs)
-            retries.fail(f"{self.describe()} failed: {exc.message}", exc)
-        return {**checkpoint, "runs": [r.to_dict() for r in runs]}
+        runs = self.decide(context, checkpoint.get("runs") or (), event, approval)
+        return {**checkpoint, "runs": runs}
 
     def extract_xcom(self, pod: k8s.V1Pod, *, ignore_kill_failure: bool = True) -> Any:
         result = KubernetesPodOperator.extract_xcom(
@@ -631,8 +639,7 @@ class WaveAnalysisPodOperator(RolloutPodOperator):
         if isinstance(result, dict):
             self._convoy_result = result
             if self._convoy_context is not None:
-                counted = len((self._convoy_resume or {}).get("runs") or ())
-                record_analyses(self._convoy_context, result, counted=counted)
+                record_analyses(self._convoy_context, result, counted=self.resumed_runs())
         return result
 
 
