@@ -170,14 +170,13 @@ def _collector_paused() -> Iterator[None]:
     memory; ``benchmarks/RESULTS.md``). Reference counting still frees
     everything else at once; the collector runs again as soon as it is resumed.
     """
-    if not gc.isenabled():
-        yield
-        return
+    collecting = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
 
 
 _cache_warned: set[str] = set()

@@ -34,11 +34,12 @@ import datetime as dt
 import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -154,7 +155,7 @@ def _usable_dir(path: Path) -> str | None:
         st = os.stat(path, follow_symlinks=False)
     except OSError as exc:
         return f"cannot read it ({exc.strerror or exc})"
-    if not os.path.isdir(path) or os.path.islink(path):
+    if not stat.S_ISDIR(st.st_mode):  # lstat: a symbolic link is not a directory
         return "it is not a directory"
     if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
         return "it belongs to another user"
@@ -173,7 +174,6 @@ class ParseCache:
     stores: int = 0
     #: Why the last lookup missed (for tests and debugging), e.g. ``"policy changed"``.
     last_miss: str = ""
-    _prefix: str = field(default="", repr=False)
 
     @classmethod
     def open(cls, root: str | Path, policies_dir: str | Path) -> tuple[ParseCache | None, str]:
@@ -192,14 +192,13 @@ class ParseCache:
         return cls(directory), ""
 
     # -- entries ---------------------------------------------------------------------
-    def _entry(self, file: str, path: Path) -> Path:
-        name = hashlib.sha256(f"{file}\0{real_dir(path)}".encode()).hexdigest()[:40]
+    def _entry(self, file: str, real: Path) -> Path:
+        name = hashlib.sha256(f"{file}\0{real}".encode()).hexdigest()[:40]
         return self.directory / f"{name}.json"
 
     @staticmethod
-    def _key(file: str, path: Path, raw: bytes) -> str:
-        parts = [FORMAT, code_fingerprint(), file, str(real_dir(path))]
-        parts.append(hashlib.sha256(raw).hexdigest())
+    def _key(file: str, real: Path, source_sha256: str) -> str:
+        parts = [FORMAT, code_fingerprint(), file, str(real), source_sha256]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def _miss(self, why: str) -> None:
@@ -208,8 +207,9 @@ class ParseCache:
 
     def lookup(self, path: Path, file: str, raw: bytes) -> LoadedPolicy | None:
         """The policy loaded from ``raw`` as a full load would return it, or ``None`` (a miss)."""
+        real, sha = real_dir(path), hashlib.sha256(raw).hexdigest()
         try:
-            text = read_regular(self._entry(file, path), ENTRY_MAX_BYTES, "cache entry")
+            text = read_regular(self._entry(file, real), ENTRY_MAX_BYTES, "cache entry")
         except FileRefused:
             self._miss("no entry")
             return None
@@ -218,13 +218,13 @@ class ParseCache:
         except ValueError:
             self._miss("unreadable entry")
             return None
-        if not isinstance(entry, dict) or entry.get("key") != self._key(file, path, raw):
+        if not isinstance(entry, dict) or entry.get("key") != self._key(file, real, sha):
             self._miss("policy or code changed")
             return None
         try:
             policy = Policy.model_validate(entry["data"], by_name=False)
             warnings = tuple(Diagnostic(*w) for w in entry["warnings"])
-            migrations = self._migrations(path, entry["migrations"])
+            migrations = self._migrations(real.parent, entry["migrations"])
         except (ValidationError, KeyError, TypeError, ValueError):
             self._miss("unreadable entry")
             return None
@@ -235,17 +235,16 @@ class ParseCache:
         return LoadedPolicy(
             path=path,
             policy=policy,
-            source_sha256=hashlib.sha256(raw).hexdigest(),
+            source_sha256=sha,
             warnings=warnings,
             migrations=MappingProxyType(migrations),
         )
 
     @staticmethod
     def _migrations(
-        path: Path, stored: list[list[Any]]
+        base_dir: Path, stored: list[list[Any]]
     ) -> dict[str, tuple[MigrationFile, ...]] | None:
         """The migrations scanned again as the checks scan them; ``None`` if they changed."""
-        base_dir = real_dir(path).parent
         out: dict[str, tuple[MigrationFile, ...]] = {}
         for name, scanned in stored:
             if scanned is None:
@@ -260,8 +259,8 @@ class ParseCache:
             out[name] = files
         return out
 
-    def store(self, path: Path, file: str, raw: bytes, data: Any, loaded: LoadedPolicy) -> None:
-        """Keep what a successful full load of ``raw`` found; never raises."""
+    def store(self, file: str, data: Any, loaded: LoadedPolicy) -> None:
+        """Keep what a successful full load found (``data``: the YAML's); never raises."""
         try:
             encoded = _encode(data)
         except _Uncacheable:
@@ -276,9 +275,10 @@ class ParseCache:
             relative, kind = kinds.get(name, (None, "postgres"))
             scanned = None if relative is None else [relative, kind, _files_digest(files)]
             migrations.append([name, scanned])
+        real = real_dir(loaded.path)
         entry = {
             "format": FORMAT,
-            "key": self._key(file, path, raw),
+            "key": self._key(file, real, loaded.source_sha256),
             "file": file,
             "data": encoded,
             "warnings": [
@@ -292,7 +292,7 @@ class ParseCache:
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as out:
                     out.write(text)
-                os.replace(tmp, self._entry(file, path))
+                os.replace(tmp, self._entry(file, real))
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
@@ -302,7 +302,7 @@ class ParseCache:
 
     def prune(self, keep: Iterable[tuple[str, Path]]) -> int:
         """Remove the entries of policy files no longer listed and stale temporary files."""
-        wanted = {self._entry(file, path).name for file, path in keep}
+        wanted = {self._entry(file, real_dir(path)).name for file, path in keep}
         removed = 0
         now = time.time()
         try:

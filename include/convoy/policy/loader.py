@@ -59,12 +59,10 @@ def load_policy(
     p = Path(path)
     file = str(path)
     raw = _read(p, file)
-    if cache is not None and known_expectations is None:
-        hit = cache.lookup(p, file, raw)
-        if hit is not None:
-            return hit
-    else:
-        cache = None
+    if known_expectations is not None:
+        cache = None  # entries hold what the checks found without that restriction
+    if cache is not None and (hit := cache.lookup(p, file, raw)) is not None:
+        return hit
     text = _decode(raw, file)
     try:
         return _load(p, file, raw, text, known_expectations, cache)
@@ -113,7 +111,7 @@ def _load(
         migrations=MappingProxyType(dict(result.migrations)),
     )
     if cache is not None:
-        cache.store(p, file, raw, doc.data, loaded)
+        cache.store(file, doc.data, loaded)
     return loaded
 
 

@@ -203,7 +203,7 @@ def test_data_json_cannot_give_back_is_not_stored(
 ) -> None:
     cache = _open(tmp_path / "other", policy.parent)
     loaded = load_policy(policy)
-    cache.store(policy, str(policy), policy.read_bytes(), data, loaded)
+    cache.store(str(policy), data, loaded)
     assert cache.stores == 0
     assert not list(cache.directory.glob("*.json"))
 
