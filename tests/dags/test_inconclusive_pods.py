@@ -72,10 +72,9 @@ def comms(monkeypatch: pytest.MonkeyPatch) -> Comms:
     return channel
 
 
-@pytest.fixture
-def rollout(write_policy: Callable[..., Path]) -> tuple[Any, dict[str, Any]]:
-    """The rollout task of cart (a canary analysed at step 2) and its task context."""
-    data = policy_dict(
+def _policy() -> dict[str, Any]:
+    """The shop policy in pods, behind an approval gate, with the template ``errors``."""
+    return policy_dict(
         "shop",
         execution="kubernetes",
         approval=APPROVAL,
@@ -84,14 +83,24 @@ def rollout(write_policy: Callable[..., Path]) -> tuple[Any, dict[str, Any]]:
              "provider": {"prometheus": {"connId": "prom", "secretRef": {"name": "prom-creds"}}}},
         ],
     )  # fmt: skip
-    data["services"][2]["canary"] = {"steps": [{"pods": 1}, {"analysis": "errors"}]}
-    path = write_policy("shop.yaml", data)
-    task = build_dag(load_policy(path)).task_dict[TASK]
+
+
+def _task(path: Path, task_id: str) -> tuple[Any, dict[str, Any]]:
+    """The task ``task_id`` of the policy at ``path``, rendered, and its task context."""
+    task = build_dag(load_policy(path)).task_dict[task_id]
     task.render_template_fields({"run_id": "manual__1", "params": {}})
-    ti = FakeTI(TASK)
+    ti = FakeTI(task_id)
     ti.freeze(path)
     ti.id = uuid.uuid4()
     return task, {"ti": ti, "task_instance": ti, "task": task, "run_id": "manual__1"}
+
+
+@pytest.fixture
+def rollout(write_policy: Callable[..., Path]) -> tuple[Any, dict[str, Any]]:
+    """The rollout task of cart (a canary analysed at step 2) and its task context."""
+    data = _policy()
+    data["services"][2]["canary"] = {"steps": [{"pods": 1}, {"analysis": "errors"}]}
+    return _task(write_policy("shop.yaml", data), TASK)
 
 
 def _pods(task: Any, monkeypatch: pytest.MonkeyPatch, *results: dict[str, Any]) -> list[Any]:
@@ -283,23 +292,9 @@ WAVE_TASK = "wave_0.analysis"
 @pytest.fixture
 def wave(write_policy: Callable[..., Path]) -> tuple[Any, dict[str, Any]]:
     """Wave 0's analysis pod (template errors on redis and currency) and its task context."""
-    data = policy_dict(
-        "shop",
-        execution="kubernetes",
-        approval=APPROVAL,
-        analysisTemplates=[
-            {"name": "errors", "query": QUERY, "thresholdRange": {"max": 0.01},
-             "provider": {"prometheus": {"connId": "prom", "secretRef": {"name": "prom-creds"}}}},
-        ],
-    )  # fmt: skip
+    data = _policy()
     data["rollout"].update(waveAnalysis=["errors"])
-    path = write_policy("shop.yaml", data)
-    task = build_dag(load_policy(path)).task_dict[WAVE_TASK]
-    task.render_template_fields({"run_id": "manual__1", "params": {}})
-    ti = FakeTI(WAVE_TASK)
-    ti.freeze(path)
-    ti.id = uuid.uuid4()
-    return task, {"ti": ti, "task_instance": ti, "task": task, "run_id": "manual__1"}
+    return _task(write_policy("shop.yaml", data), WAVE_TASK)
 
 
 def _wave_parked(context: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
