@@ -5,11 +5,15 @@ default) and then shows none of the DAGs in it, so the time to parse every
 policy in one file is the number that matters. Measured in the same run:
 
 - convoy: ``dags/convoy_policies.py`` over N generated policies (10
-  services in 3 waves; kubernetes execution, so one KubernetesPodOperator per
-  rollout and per revert, PythonOperators for preflight, gate, report, outcome);
-- the floor: a plain DAG file building the same N DAGs with the same operator
-  classes, task ids, task groups and dependencies, each operator with bare
-  arguments (what Airflow costs whatever generates the DAGs);
+  services in 3 waves; kubernetes execution, so one pod step per rollout and
+  per revert, a plain operator whose KubernetesPodOperator is built when the
+  task runs; PythonOperators for preflight, gate, report, outcome);
+- the floor: a plain DAG file building the same N DAGs (task ids, task
+  groups and dependencies) with bare operators, a KubernetesPodOperator for
+  each pod step (what Airflow costs whoever generates such DAGs);
+- the light floor: the same with convoy's operator kinds, a bare
+  ``BaseOperator`` subclass with one templated field for each pod step (what
+  Airflow costs for convoy's own operators: convoy's overhead over them);
 - dag-factory: the rollout shapes (no rollback) as dag-factory YAML;
 - a task's start-up parse: convoy's DAG file with the parsing context of one
   task (``_AIRFLOW_PARSING_CONTEXT_DAG_ID``/``_TASK_ID``, as the task runner
@@ -159,10 +163,11 @@ FLOOR_TEMPLATE = textwrap.dedent(
 
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.providers.standard.operators.python import PythonOperator
-    from airflow.sdk import DAG, TaskGroup
+    from airflow.sdk import DAG, BaseOperator, TaskGroup
 
     DEPENDS = {depends!r}
     WAVES = {waves!r}
+    LIGHT = {light!r}
     START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
@@ -170,7 +175,17 @@ FLOOR_TEMPLATE = textwrap.dedent(
         pass
 
 
+    class LightPodStep(BaseOperator):
+        # What convoy's pod steps are in the DAG: a plain operator with one
+        # templated field, its KPO built only when the task runs.
+        template_fields = ("arguments",)
+
+
     def pod(task_id, i, j):
+        if LIGHT:
+            op = LightPodStep(task_id=task_id)
+            op.arguments = ["apply", "--name", f"svc{{j}}-deploy"]
+            return op
         return KubernetesPodOperator(
             task_id=task_id,
             name=task_id.replace("_", "-"),
@@ -209,15 +224,19 @@ FLOOR_TEMPLATE = textwrap.dedent(
 )
 
 
-def floor_file(count: int) -> Path:
-    """A DAG file building ``count`` DAGs of convoy's shape with bare operators."""
+def floor_file(count: int, *, light: bool = False) -> Path:
+    """A DAG file building ``count`` DAGs of convoy's shape with bare operators.
+
+    ``light``: the pod steps are plain operators as convoy's are (its KPO is
+    built when the task runs), not KubernetesPodOperators.
+    """
     waves: list[list[int]] = [[], [], []]
     level: dict[int, int] = {}
     for j in range(SERVICES_PER_POLICY):
         level[j] = max((level[d] + 1 for d in DEPENDS.get(j, [])), default=0)
         waves[level[j]].append(j)
-    path = GENERATED / f"floor_dags_{count}.py"
-    path.write_text(FLOOR_TEMPLATE.format(depends=DEPENDS, waves=waves, count=count))
+    path = GENERATED / f"floor{'_light' if light else ''}_dags_{count}.py"
+    path.write_text(FLOOR_TEMPLATE.format(depends=DEPENDS, waves=waves, count=count, light=light))
     return path
 
 
@@ -303,13 +322,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--no-dagfactory", action="store_true")
     args = parser.parse_args(argv)
     rows = [
-        "| policies | convoy s, warm cache | convoy s, cold cache | floor s (same operators, bare) "
+        "| policies | convoy s, warm cache | convoy s, cold cache | floor s (KPO pod steps, bare) "
         "| warm / floor | warm / floor, CPU s | cold / floor "
-        "| floor s, GC paused | warm / floor with GC paused "
+        "| light floor s (convoy's operator kinds, bare) | warm / light floor "
+        "| light floor s, GC paused | warm / light floor with GC paused "
         "| task start-up parse s (parsing context, cold) "
         "| convoy DAGs (tasks/DAG) | dag-factory s | dag-factory DAGs (tasks/DAG) "
         "| dag-factory / convoy warm | same, CPU s | dag-factory / convoy cold |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|",
     ]
     loads = [os.getloadavg()[0]]
     for count in (int(c) for c in args.counts.split(",")):
@@ -317,10 +337,12 @@ def main(argv: list[str] | None = None) -> str:
         c = measure("convoy", targets["convoy"], args.repeat, cache="warm")
         cold = measure("convoy", targets["convoy"], args.repeat, cache="cold")
         fl = measure("floor", floor_file(count), args.repeat)
-        paused = measure("floor", floor_file(count), args.repeat, gc_paused=True)
+        light = measure("floor", floor_file(count, light=True), args.repeat)
+        paused = measure("floor", floor_file(count, light=True), args.repeat, gc_paused=True)
         task = measure("task", targets["convoy"], args.repeat, cache="cold")
         results = [("convoy", c, count), ("cold", cold, count), ("floor", fl, count)]
-        results.append(("floor, GC paused", paused, count))
+        results.append(("light floor", light, count))
+        results.append(("light floor, GC paused", paused, count))
         results.append(("task", task, 1))
         f: dict[str, object] = {}
         if not args.no_dagfactory:
@@ -331,7 +353,7 @@ def main(argv: list[str] | None = None) -> str:
                 raise SystemExit(f"{name} at {count} policies: {result}")
         if c["tasks_per_dag"] != fl["tasks_per_dag"]:
             raise SystemExit(f"floor shape {fl['tasks_per_dag']} != convoy {c['tasks_per_dag']}")
-        pairs = (("c", c), ("cold", cold), ("fl", fl), ("p", paused), ("t", task))
+        pairs = (("c", c), ("cold", cold), ("fl", fl), ("l", light), ("p", paused), ("t", task))
         seconds = {k: float(v["seconds"]) for k, v in pairs}  # type: ignore[arg-type]
         cpu = {k: float(v["cpu"]) for k, v in pairs}  # type: ignore[arg-type]
         factory = (
@@ -346,6 +368,7 @@ def main(argv: list[str] | None = None) -> str:
             f"| {count} | {seconds['c']:.2f} | {seconds['cold']:.2f} | {seconds['fl']:.2f} "
             f"| {seconds['c'] / seconds['fl']:.2f} | {cpu['c'] / cpu['fl']:.2f} "
             f"| {seconds['cold'] / seconds['fl']:.2f} "
+            f"| {seconds['l']:.2f} | {seconds['c'] / seconds['l']:.2f} "
             f"| {seconds['p']:.2f} | {seconds['c'] / seconds['p']:.2f} "
             f"| {seconds['t']:.3f} | {c['dags']} ({c['tasks_per_dag']}) {factory}"
         )

@@ -86,13 +86,15 @@ def _policy() -> dict[str, Any]:
 
 
 def _task(path: Path, task_id: str) -> tuple[Any, dict[str, Any]]:
-    """The task ``task_id`` of the policy at ``path``, rendered, and its task context."""
-    task = build_dag(load_policy(path)).task_dict[task_id]
-    task.render_template_fields({"run_id": "manual__1", "params": {}})
+    """The pod (runner) of task ``task_id`` of the policy at ``path``, rendered, and its context."""
+    operator = build_dag(load_policy(path)).task_dict[task_id]
+    operator.render_template_fields({"run_id": "manual__1", "params": {}})
+    task = operator.pod_runner()
     ti = FakeTI(task_id)
     ti.freeze(path)
     ti.id = uuid.uuid4()
-    return task, {"ti": ti, "task_instance": ti, "task": task, "run_id": "manual__1"}
+    context = {"ti": ti, "task_instance": ti, "task": operator, "dag": operator.dag}
+    return task, {**context, "run_id": "manual__1"}
 
 
 @pytest.fixture
@@ -185,6 +187,29 @@ def test_parked_pod_goes_on_in_a_continuation_pod_once_approved(
     assert context["ti"].xcom_pull(task_ids=TASK, key="result")["status"] == "complete"
 
 
+def test_the_dags_operator_parks_and_goes_on_through_its_pod(
+    rollout: Any, comms: Comms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Airflow calls on the DAG's task (execute, then the resume method) reaches the KPO."""
+    runner, context = rollout
+    operator = context["task"]
+    assert operator.pod_runner() is runner
+    done = {"ok": True, "action": "apply", "status": "complete", "runId": "manual__1",
+            "analysis": [_run(decision="approved by alice")]}  # fmt: skip
+    pods = _pods(runner, monkeypatch, PARKED, done)
+    checkpoint = _park(operator, context)
+    assert pods[0][0][0] == "verify"
+    assert "{{" not in " ".join(pods[0][0])  # the task's rendered arguments
+    result = operator.resume_after_decision(context, event=_event("Approve"), checkpoint=checkpoint)
+    assert result["ok"] is True
+    assert pods[1][0].count("--resume-json") == 1
+    assert pods[1][0].count("--spec-json") == 1
+    killed: list[bool] = []
+    monkeypatch.setattr(runner, "on_kill", lambda: killed.append(True))
+    operator.on_kill()
+    assert killed == [True]
+
+
 @pytest.mark.parametrize(
     ("event", "decision"),
     [
@@ -226,7 +251,8 @@ def test_continuation_that_is_inconclusive_again_is_not_asked_twice(
 def test_dry_run_never_parks(rollout: Any, comms: Comms, monkeypatch: pytest.MonkeyPatch) -> None:
     task, context = rollout
     _pods(task, monkeypatch, PARKED)
-    context["ti"].freeze(task.dag.get_task("preflight").op_kwargs["policy_path"], dry_run=True)
+    preflight = context["dag"].get_task("preflight")
+    context["ti"].freeze(preflight.op_kwargs["policy_path"], dry_run=True)
     with pytest.raises(AirflowFailException, match="rollout of cart failed"):
         task.execute(context)
     assert "--dry-run" in task.arguments

@@ -37,7 +37,7 @@ def _failure(error: str) -> dict[str, Any]:
     "error", ["PodFailure", "DeadlineExceeded", "Forbidden", "WorkloadNotFound"]
 )
 def test_deterministic_rollout_failure_fails_without_retry(dag: Any, error: str) -> None:
-    task = dag.task_dict["wave_1.rollout_cart"]
+    task = dag.task_dict["wave_1.rollout_cart"].pod_runner()
     _after_pod(task, _failure(error))
     with pytest.raises(AirflowFailException, match=f"rollout of cart failed: {error} on cart"):
         task.raise_if_deterministic(AirflowException("Pod returned a failure"))
@@ -53,13 +53,13 @@ def test_deterministic_rollout_failure_fails_without_retry(dag: Any, error: str)
     ],
 )
 def test_other_failures_stay_retryable(dag: Any, result: dict[str, Any] | None) -> None:
-    task = dag.task_dict["wave_1.rollout_cart"]
+    task = dag.task_dict["wave_1.rollout_cart"].pod_runner()
     _after_pod(task, result)
     task.raise_if_deterministic(AirflowException("Pod returned a failure"))  # no raise
 
 
 def test_reverts_retry_what_may_be_fixed_meanwhile(dag: Any) -> None:
-    task = dag.task_dict["rollback.revert_cart"]
+    task = dag.task_dict["rollback.revert_cart"].pod_runner()
     _after_pod(task, _failure("PodFailure"))
     task.raise_if_deterministic(AirflowException("Pod returned a failure"))  # no raise
 
@@ -67,7 +67,7 @@ def test_reverts_retry_what_may_be_fixed_meanwhile(dag: Any) -> None:
 @pytest.mark.parametrize("error", ["WorkloadNotFound", "ContainerNotFound", "NothingToRevert"])
 def test_reverts_fail_at_once_when_no_retry_can_help(dag: Any, error: str) -> None:
     """Same rule as a local revert: the workload or container is gone, nothing to revert."""
-    task = dag.task_dict["rollback.revert_cart"]
+    task = dag.task_dict["rollback.revert_cart"].pod_runner()
     _after_pod(task, {**_failure(error), "action": "revert"})
     with pytest.raises(AirflowFailException, match=f"revert of cart failed: {error} on cart"):
         task.raise_if_deterministic(AirflowException("Pod returned a failure"))

@@ -1,8 +1,8 @@
-"""The pods of one policy share their Kubernetes models, never their lists.
+"""The pod a step's task builds when it runs: per policy, never shared between pods.
 
-Sharing keeps a thousand-policy parse from holding eleven model objects per pod
-(docs/scale.md); the KPO extends ``env_vars`` in place when it builds a pod, so
-each operator must own the lists that hold the shared models.
+Parsing builds no Kubernetes model (``PodStepOperator`` holds a ``PodSpec``);
+the runner KPO of a task builds its models once, and the KPO extends
+``env_vars`` in place when it builds a pod, so no two runners may share a list.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
 from convoy.airflow import build_dag
+from convoy.airflow.pods import PodStepOperator
 from convoy.policy import load_policy
 
 
@@ -33,34 +34,35 @@ def dags(write_policy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _pods(dag: Any) -> list[Any]:
-    return [t for t in dag.tasks if t.task_id.startswith(("wave_", "rollback.revert_"))]
+    return [t for t in dag.tasks if isinstance(t, PodStepOperator)]
 
 
-def test_pods_of_a_policy_share_models_but_own_their_lists(dags: list[Any]) -> None:
+def test_the_pods_of_a_policy_share_one_spec(dags: list[Any]) -> None:
     first, second = _pods(dags[0])[:2]
     assert first.task_id != second.task_id
-    for field in ("security_context", "container_security_context", "container_resources"):
-        assert getattr(first, field) is getattr(second, field), field
+    assert first.pod_spec is second.pod_spec
+    assert first.pod_spec.deadline_seconds == 320
+
+
+def test_runners_own_their_lists(dags: list[Any]) -> None:
+    first, second = (t.pod_runner() for t in _pods(dags[0])[:2])
     for field in ("env_vars", "volumes", "volume_mounts"):
         assert getattr(first, field) is not getattr(second, field), field
-        assert getattr(first, field)[0] is getattr(second, field)[0], field
-
     first.env_vars.append(k8s.V1EnvVar(name="ONLY_HERE", value="1"))
     assert [e.name for e in second.env_vars] == ["PYTHONDONTWRITEBYTECODE"]
 
 
-def test_each_policy_gets_its_own_models(dags: list[Any]) -> None:
-    shop, other = (_pods(d)[0] for d in dags)
-    assert shop.container_resources is not other.container_resources
+def test_each_policy_gets_its_own_resources(dags: list[Any]) -> None:
+    shop, other = (_pods(d)[0].pod_runner() for d in dags)
     assert shop.container_resources.requests["cpu"] == "100m"
     assert other.container_resources.requests["cpu"] == "250m"
 
 
-def test_shared_models_build_the_same_pod_as_before(dags: list[Any]) -> None:
-    pods = _pods(dags[0])
+def test_runners_build_least_privilege_pods(dags: list[Any]) -> None:
+    runners = [t.pod_runner() for t in _pods(dags[0])]
     specs = [
-        ApiClient().sanitize_for_serialization(t.build_pod_request_obj(dry_run=True))["spec"]
-        for t in pods
+        ApiClient().sanitize_for_serialization(r.build_pod_request_obj(dry_run=True))["spec"]
+        for r in runners
     ]
     for spec in specs:
         container = next(c for c in spec["containers"] if c["name"] == "base")
@@ -73,6 +75,6 @@ def test_shared_models_build_the_same_pod_as_before(dags: list[Any]) -> None:
         assert container["env"] == [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}]
         assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
         assert {"name": "tmp", "emptyDir": {}} in spec["volumes"]
-    # Building the pods (the XCom sidecar adds its own volume) left the shared parts alone.
-    for task in pods:
-        assert [len(task.env_vars), len(task.volumes), len(task.volume_mounts)] == [1, 1, 1]
+    # Building the pods (the XCom sidecar adds its own volume) left the runners' lists alone.
+    for runner in runners:
+        assert [len(runner.env_vars), len(runner.volumes), len(runner.volume_mounts)] == [1, 1, 1]

@@ -95,7 +95,7 @@ def rollout_task(write_policy: Callable[..., Path], monkeypatch: pytest.MonkeyPa
     dag = build_dag(load_policy(write_policy("shop.yaml", policy_dict("shop"))))
     task = dag.task_dict["wave_1.rollout_cart"]
     assert isinstance(task, RolloutPodOperator)
-    return task
+    return task.pod_runner()
 
 
 def _result(**kw: Any) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def test_a_revert_pod_result_names_its_service_in_the_rollback_summary(
 ) -> None:
     monkeypatch.setenv("CONVOY_EXECUTION_MODE", "kubernetes")
     dag = build_dag(load_policy(write_policy("shop.yaml", policy_dict("shop"))))
-    revert = dag.task_dict["rollback.revert_cart"]
+    revert = dag.task_dict["rollback.revert_cart"].pod_runner()
     runner_json = _result(
         action="revert", reverted=True, images={"server": "cart:2.3.0"}, previousImages={}
     )

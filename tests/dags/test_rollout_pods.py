@@ -8,13 +8,20 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from dag_policies import policy_dict
 from fake_ti import FakeTI
 from kubernetes.client import ApiClient
 from kubernetes_validate.utils import all_versions
 
 from convoy.airflow import build_dag
-from convoy.airflow.pods import RevertPodOperator, RolloutPodOperator
+from convoy.airflow.pods import (
+    PodStepOperator,
+    RevertPod,
+    RevertPodOperator,
+    RolloutPod,
+    RolloutPodOperator,
+)
 from convoy.policy import load_policy
 
 K8S_VERSION = "1.33.0"
@@ -39,7 +46,7 @@ def test_env_override_selects_kubernetes_mode(dag: Any) -> None:
 
 
 def test_rollout_pod_is_valid_and_least_privilege(dag: Any) -> None:
-    task = dag.task_dict["wave_1.rollout_cart"]
+    task = dag.task_dict["wave_1.rollout_cart"].pod_runner()
     obj = pod_dict(task)
     assert K8S_VERSION in {v.split("-")[0].lstrip("v") for v in all_versions()}
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -82,18 +89,39 @@ def test_rollout_pod_is_valid_and_least_privilege(dag: Any) -> None:
 
 def test_pod_operator_settings(dag: Any) -> None:
     task = dag.task_dict["wave_0.rollout_redis"]
-    assert task.on_finish_action.value == "delete_pod"
-    assert task.do_xcom_push is True
-    assert task.kubernetes_conn_id == "kubernetes_default"
     assert task.pool == "default_pool"
     assert task.trigger_rule == "none_failed"
     assert "arguments" in task.template_fields
+    runner = task.pod_runner()
+    assert isinstance(runner, RolloutPod)
+    assert runner.on_finish_action.value == "delete_pod"
+    assert runner.do_xcom_push is True
+    assert runner.kubernetes_conn_id == "kubernetes_default"
+    assert runner.task_id == task.task_id
+    assert runner.service == "redis"
+    assert runner.log is task.log
+
+
+def test_parsing_builds_no_kubernetes_model_and_no_pod_operator(dag: Any) -> None:
+    """The DAG holds light operators; their KPO is built when the task runs."""
+    pods = [t for t in dag.tasks if isinstance(t, PodStepOperator)]
+    assert len(pods) == 8  # 4 rollouts, 4 reverts
+    for task in pods:
+        assert not isinstance(task, KubernetesPodOperator)
+        assert task._runner is None
+        held = [v for v in vars(task).values() if type(v).__module__.startswith("kubernetes.")]
+        assert held == [], task.task_id
+    revert = dag.task_dict["rollback.revert_cart"]
+    assert isinstance(revert.pod_runner(), RevertPod)
+    assert revert.pod_runner() is revert.pod_runner()  # once per task process
+    assert revert.pod_runner().apply_task_id == "wave_1.rollout_cart"
 
 
 def test_run_id_is_templated(dag: Any) -> None:
     task = dag.task_dict["wave_0.rollout_redis"]
     task.render_template_fields({"run_id": "manual__1", "params": {}})
     assert task.arguments[-2:] == ["--run-id", "manual__1"]
+    assert task.pod_runner().arguments[-2:] == ["--run-id", "manual__1"]
 
 
 def _ti(dag: Any, xcoms: dict[tuple[str, str], Any]) -> FakeTI:
@@ -114,7 +142,7 @@ def _ti(dag: Any, xcoms: dict[tuple[str, str], Any]) -> FakeTI:
 
 @pytest.mark.parametrize(("dry_run", "flag"), [(True, True), (False, False)])
 def test_dry_run_flag_added_at_run_time(dag: Any, dry_run: bool, flag: bool) -> None:
-    task = dag.task_dict["wave_1.rollout_cart"]
+    task = dag.task_dict["wave_1.rollout_cart"].pod_runner()
     ti = _ti(dag, {("preflight", "return_value"): {"services": ["cart"], "dry_run": dry_run}})
     assert task.prepare_arguments({"ti": ti}) is None
     assert ("--dry-run" in task.arguments) is flag
@@ -123,14 +151,14 @@ def test_dry_run_flag_added_at_run_time(dag: Any, dry_run: bool, flag: bool) -> 
 def test_unselected_service_is_skipped(dag: Any) -> None:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    task = dag.task_dict["wave_1.rollout_cart"]
+    task = dag.task_dict["wave_1.rollout_cart"].pod_runner()
     ti = _ti(dag, {("preflight", "return_value"): {"services": ["redis"], "dry_run": False}})
     with pytest.raises(AirflowSkipException):
         task.prepare_arguments({"ti": ti})
 
 
 def test_revert_pod_uses_previous_images(dag: Any) -> None:
-    task = dag.task_dict["rollback.revert_cart"]
+    task = dag.task_dict["rollback.revert_cart"].pod_runner()
     ti = _ti(
         dag,
         {
@@ -162,7 +190,7 @@ def test_revert_pod_uses_previous_images(dag: Any) -> None:
     ],
 )
 def test_revert_pod_noops(dag: Any, gate: Any, result: Any, reason: str) -> None:
-    task = dag.task_dict["rollback.revert_cart"]
+    task = dag.task_dict["rollback.revert_cart"].pod_runner()
     ti = _ti(
         dag,
         {
@@ -179,7 +207,7 @@ def test_revert_pod_noops(dag: Any, gate: Any, result: Any, reason: str) -> None
 
 
 def test_revert_pod_in_a_manual_rollback_checks_the_run_annotation(dag: Any) -> None:
-    task = dag.task_dict["rollback.revert_cart"]
+    task = dag.task_dict["rollback.revert_cart"].pod_runner()
     task.render_template_fields({"run_id": "manual__undo", "params": {}})
     ti = _ti(
         dag,
@@ -206,7 +234,7 @@ def test_revert_pod_in_a_manual_rollback_checks_the_run_annotation(dag: Any) -> 
 
 
 def test_revert_pod_in_a_manual_dry_run_does_nothing(dag: Any) -> None:
-    task = dag.task_dict["rollback.revert_cart"]
+    task = dag.task_dict["rollback.revert_cart"].pod_runner()
     chosen = {"mode": "rollback", "rollback_run_id": "manual__1", "services": [], "dry_run": True}
     ti = _ti(
         dag,

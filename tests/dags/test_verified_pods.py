@@ -67,7 +67,7 @@ def _record(ti: FakeTI) -> dict[str, Any]:
 
 
 def test_verified_rollout_pod_runs_the_frozen_spec_with_secret_env(dag: Any) -> None:
-    task = dag.task_dict["wave_1.rollout_cart"]
+    task = dag.task_dict["wave_1.rollout_cart"].pod_runner()
     task.render_template_fields({"run_id": "manual__1", "params": {}})
     ti = _ti(dag)
     assert task.prepare_arguments({"ti": ti}) is None
@@ -111,7 +111,7 @@ def test_verified_rollout_pod_runs_the_frozen_spec_with_secret_env(dag: Any) -> 
 
 
 def test_unverified_service_keeps_a_plain_apply(dag: Any) -> None:
-    task = dag.task_dict["wave_0.rollout_redis"]  # analysis: [] and no canary
+    task = dag.task_dict["wave_0.rollout_redis"].pod_runner()  # analysis: [] and no canary
     assert task.prepare_arguments({"ti": _ti(dag)}) is None
     assert task.arguments[0] == "apply"
     assert "--spec-json" not in task.arguments
@@ -120,7 +120,7 @@ def test_unverified_service_keeps_a_plain_apply(dag: Any) -> None:
 
 
 def test_wave_analysis_pod(dag: Any) -> None:
-    task = dag.task_dict["wave_1.analysis"]
+    task = dag.task_dict["wave_1.analysis"].pod_runner()
     ti = _ti(dag)
     assert task.prepare_arguments({"ti": ti}) is None
     args = task.arguments
@@ -159,7 +159,7 @@ def _after_pod(task: Any, result: dict[str, Any], ti: FakeTI) -> None:
 
 
 def test_failed_analysis_in_the_pod_fails_at_once_with_its_measurements(dag: Any) -> None:
-    task = dag.task_dict["wave_1.rollout_cart"]
+    task = dag.task_dict["wave_1.rollout_cart"].pod_runner()
     ti = FakeTI(task.task_id)
     result = {
         "ok": False, "action": "verify", "error": "AnalysisFailed",
@@ -174,7 +174,7 @@ def test_failed_analysis_in_the_pod_fails_at_once_with_its_measurements(dag: Any
 
 
 def test_wave_analysis_pod_result_goes_to_xcom_and_fails_at_once(dag: Any) -> None:
-    task = dag.task_dict["wave_1.analysis"]
+    task = dag.task_dict["wave_1.analysis"].pod_runner()
     ti = FakeTI(task.task_id)
     result = {
         "ok": False, "action": "analyze", "error": "AnalysisInconclusive",
@@ -188,7 +188,7 @@ def test_wave_analysis_pod_result_goes_to_xcom_and_fails_at_once(dag: Any) -> No
 
 
 def test_revert_after_a_failed_verify_reverts_what_this_run_patched(dag: Any) -> None:
-    task = dag.task_dict["rollback.revert_cart"]
+    task = dag.task_dict["rollback.revert_cart"].pod_runner()
     task.render_template_fields({"run_id": "manual__1", "params": {}})
     ti = _ti(dag)
     ti.set_xcom(("rollback.gate", "return_value"), ["wave_1.rollout_cart"])
@@ -204,7 +204,7 @@ def test_revert_after_a_failed_verify_reverts_what_this_run_patched(dag: Any) ->
 
 
 def test_revert_after_a_rollout_that_changed_nothing_does_nothing(dag: Any) -> None:
-    task = dag.task_dict["rollback.revert_cart"]
+    task = dag.task_dict["rollback.revert_cart"].pod_runner()
     ti = _ti(dag)
     ti.set_xcom(("rollback.gate", "return_value"), ["wave_1.rollout_cart"])
     ti.set_xcom(
@@ -223,7 +223,7 @@ def test_dry_run_is_measured_once_in_the_pod(dag: Any) -> None:
     ti = FakeTI("task")
     ti.freeze(dag.get_task("preflight").op_kwargs["policy_path"], dry_run=True)
     for task_id in ("wave_1.rollout_cart", "wave_1.analysis"):
-        task = dag.task_dict[task_id]
+        task = dag.task_dict[task_id].pod_runner()
         assert task.prepare_arguments({"ti": ti}) is None
         assert task.arguments[0] in ("verify", "analyze")
         assert "--dry-run" in task.arguments

@@ -175,7 +175,7 @@ def test_rollout_pods_get_argv_lists_without_a_shell(
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from convoy.airflow.pods import BASE_COMMAND, RolloutPodOperator
+    from convoy.airflow.pods import BASE_COMMAND, PodStepOperator
 
     data = yaml.safe_load((REPO / "dags" / "policies" / "demo.yaml").read_text())
     data.pop("datastores", None)
@@ -187,7 +187,7 @@ def test_rollout_pods_get_argv_lists_without_a_shell(
     bag = DagBag(dag_folder=str(DAG_FILE))
     assert bag.import_errors == {}
     dag = bag.dags["shop-demo"]
-    pods = [t for t in dag.tasks if isinstance(t, RolloutPodOperator)]
+    pods = [t.pod_runner() for t in dag.tasks if isinstance(t, PodStepOperator)]
     assert len(pods) == 2 * len(data["services"])  # apply and revert of each service
 
     by_service = {s["name"]: s for s in data["services"]}

@@ -148,6 +148,7 @@ class _Builder:
         self.plan = plan
         self.settings = loaded.policy.kubernetes
         self.mode = config.execution_mode(loaded.policy)
+        self.pod_spec = pods.pod_spec(plan, self.settings)
         self.policy_path = str(loaded.path.resolve())
         self.datastores = {ds.name: ds for ds in loaded.policy.datastores}
         self.apply_ids: dict[str, str] = {}
@@ -160,7 +161,7 @@ class _Builder:
     def rollout_task(self, step: RolloutStep) -> Task:
         if self.mode == "kubernetes":
             analysis.require_pod_secrets(self.loaded.policy)
-            pod = pods.rollout_pod(self.plan, self.settings, step)
+            pod = pods.rollout_pod(self.pod_spec, self.plan, step)
             pod.outlets = assets.workload_assets(step)
             return pod
         verified = analysis.rollout_kwargs(self.loaded.policy, step.service)
@@ -311,7 +312,7 @@ class _Builder:
         if not self.loaded.policy.rollout.wave_analysis:
             return None
         if self.mode == "kubernetes":
-            pod = pods.wave_analysis_pod(self.plan, self.settings, wave)
+            pod = pods.wave_analysis_pod(self.pod_spec, wave)
             self.wave_analysis_ids.append(pod.task_id)
             return pod
         task = self._verified_operator(True)(
@@ -333,7 +334,7 @@ class _Builder:
         step = self.plan.step(undo.service)
         apply_id = self.apply_ids[undo.service]
         if self.mode == "kubernetes":
-            return pods.revert_pod(self.plan, self.settings, step, apply_id)
+            return pods.revert_pod(self.pod_spec, self.plan, step, apply_id)
         return PythonOperator(
             task_id=config.revert_task_id(undo.service),
             python_callable=local_rollout.revert_local,

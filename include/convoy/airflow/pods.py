@@ -1,4 +1,11 @@
-"""Rollout and revert steps as KubernetesPodOperators (``execution: kubernetes``).
+"""Rollout and revert steps run in pods (``execution: kubernetes``).
+
+The DAG holds light operators (:class:`RolloutPodOperator` and its kin): a
+:class:`PodSpec` and the runner's arguments. The KubernetesPodOperator that
+starts the pod (:class:`RolloutPod` and its kin) is built when the task runs
+(:meth:`PodStepOperator.pod_runner`), so parsing a DAG file builds no
+Kubernetes model and pays for a plain operator per step, not a KPO
+(docs/scale.md).
 
 The pod runs ``python -m convoy.rollout apply|verify|revert|analyze ...`` in the
 policy's ``runnerImage`` with least privilege: non-root, read-only root
@@ -22,10 +29,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, TypeVar
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import Configuration
 from kubernetes.client import models as k8s
@@ -176,31 +184,26 @@ def record_analyses(
         log.warning("analyses of the pod's result not recorded", exc_info=True)
 
 
-# The pods of one policy share these models instead of each building its own
-# (eleven objects per pod): at a thousand policies the copies were a third of
-# the objects the DAG processor kept alive, and its garbage collector walked
-# them all on every full collection. Each operator still gets its own lists,
-# because the KPO extends ``env_vars`` in place when it builds the pod; the
-# models themselves only hold constants, which rendering leaves as they are.
-_last_pod_parts: tuple[KubernetesSettings, dict[str, Any]] | None = None
+@dataclass(frozen=True, eq=False)
+class PodSpec:
+    """What a step's pod is built from when its task runs; every step of a policy shares it."""
+
+    policy: str
+    settings: KubernetesSettings
+    #: Pod lifetime: the plan's deadline plus the start-up margin.
+    deadline_seconds: int
 
 
-def _shared_pod_parts(settings: KubernetesSettings) -> dict[str, Any]:
-    global _last_pod_parts
-    if _last_pod_parts is None or _last_pod_parts[0] is not settings:
-        parts = {
-            "security_context": pod_security_context(),
-            "container_security_context": container_security_context(),
-            "xcom_sidecar_container_security_context": container_security_context(),
-            "container_resources": container_resources(settings),
-            "volumes": _k8s(k8s.V1Volume, name="tmp", empty_dir=_k8s(k8s.V1EmptyDirVolumeSource)),
-            "volume_mounts": _k8s(k8s.V1VolumeMount, name="tmp", mount_path="/tmp"),  # noqa: S108 (pod emptyDir)
-            "env_vars": _k8s(k8s.V1EnvVar, name="PYTHONDONTWRITEBYTECODE", value="1"),
-        }
-        _last_pod_parts = (settings, parts)
-    parts = _last_pod_parts[1]
-    lists = ("volumes", "volume_mounts", "env_vars")
-    return {key: [value] if key in lists else value for key, value in parts.items()}
+def _pod_parts(settings: KubernetesSettings) -> dict[str, Any]:
+    return {
+        "security_context": pod_security_context(),
+        "container_security_context": container_security_context(),
+        "xcom_sidecar_container_security_context": container_security_context(),
+        "container_resources": container_resources(settings),
+        "volumes": [_k8s(k8s.V1Volume, name="tmp", empty_dir=_k8s(k8s.V1EmptyDirVolumeSource))],
+        "volume_mounts": [_k8s(k8s.V1VolumeMount, name="tmp", mount_path="/tmp")],  # noqa: S108 (pod emptyDir)
+        "env_vars": [_k8s(k8s.V1EnvVar, name="PYTHONDONTWRITEBYTECODE", value="1")],
+    }
 
 
 def container_args(containers: Sequence[tuple[str, str]]) -> list[str]:
@@ -237,13 +240,11 @@ def frozen_arguments(
     return [arguments[0], *target, *deadline, *rest]
 
 
-class RolloutPodOperator(KubernetesPodOperator):
+class RolloutPod(KubernetesPodOperator):
     """KPO that skips unselected services, adds ``--dry-run`` and keeps the result on failure.
 
-    No ``__init__`` of its own, on purpose: Airflow wraps every operator class's
-    ``__init__`` and deep-copies the DAG params once per wrapped level, so each
-    extra level costs parse time for every task of every policy. The factories
-    below set ``service`` (and ``apply_task_id``) right after construction.
+    Built by :meth:`PodStepOperator.pod_runner` when the task runs, never while
+    parsing; it sets ``service`` (and ``apply_task_id``, ``wave``) after construction.
     """
 
     service: str = ""
@@ -534,7 +535,7 @@ class _WithoutPodRequest:
         return logged
 
 
-class RevertPodOperator(RolloutPodOperator):
+class RevertPod(RolloutPod):
     """KPO that puts back the images recorded by the apply step (no-op if nothing changed).
 
     In a manual rollback (``mode=rollback``) it reverts what ``rollback_run_id``
@@ -584,7 +585,7 @@ class RevertPodOperator(RolloutPodOperator):
         return None
 
 
-class WaveAnalysisPodOperator(RolloutPodOperator):
+class WaveAnalysisPod(RolloutPod):
     """``rollout.waveAnalysis`` of one wave in a pod: ``python -m convoy.rollout analyze``.
 
     The spec and the wave's targets come from the run record at run time; the
@@ -643,13 +644,99 @@ class WaveAnalysisPodOperator(RolloutPodOperator):
         return result
 
 
-def _common_kwargs(plan: Plan, settings: KubernetesSettings, step: RolloutStep) -> dict[str, Any]:
-    return _pod_kwargs(plan, settings, step.service, f"convoy-{step.service}")
+class PodStepOperator(BaseOperator):
+    """A step whose work runs in a pod: the DAG's light stand-in for :class:`RolloutPod`.
+
+    It holds the :class:`PodSpec` and the runner's arguments (templated: the
+    run id); when the task runs, :meth:`pod_runner` builds the KPO from them
+    and every call that reaches the task (``execute``, the approver's answer
+    to a parked analysis, ``on_kill``) goes to it. A KPO costs twice a plain
+    operator to build, and the DAG processor builds one per step of every
+    policy at each parse; the task process builds one.
+
+    No ``__init__`` of its own, on purpose: Airflow wraps every operator class's
+    ``__init__`` and deep-copies the DAG params once per wrapped level, so each
+    extra level costs parse time for every task of every policy. The factories
+    below set the fields right after construction.
+    """
+
+    template_fields: Sequence[str] = ("arguments",)
+    runner_class: ClassVar[type[RolloutPod]] = RolloutPod
+    #: Attributes the runner gets from this operator.
+    runner_fields: ClassVar[tuple[str, ...]] = ("service",)
+
+    arguments: list[str]
+    pod_spec: PodSpec
+    #: Pod name and the value of its service label.
+    pod_name: str = ""
+    pod_label: str = ""
+    service: str = ""
+    _runner: RolloutPod | None = None
+
+    def pod_runner(self) -> RolloutPod:
+        """The KPO of this step (built once per task process), with the current arguments."""
+        runner = self._runner
+        if runner is None:
+            spec = self.pod_spec
+            runner = self.runner_class(
+                task_id=self.task_id,
+                arguments=list(self.arguments),
+                **_pod_kwargs(spec, self.pod_label, self.pod_name),
+            )
+            for name in self.runner_fields:
+                setattr(runner, name, getattr(self, name))
+            # The pod's log lines go to the task's logger, as the KPO's own did.
+            runner._cached_logger = self.log
+            self._runner = runner
+        return runner
+
+    def execute(self, context: Any) -> Any:
+        runner = self.pod_runner()
+        # Every try starts from the rendered arguments (the runner adjusts its own copy).
+        runner.arguments = list(self.arguments)
+        return runner.execute(context)
+
+    def resume_after_decision(self, context: Any, event: Any = None, **kwargs: Any) -> Any:
+        """The approver's answer to a parked analysis (:data:`inconclusive.RESUME_METHOD`)."""
+        runner = self.pod_runner()
+        runner.arguments = list(self.arguments)
+        return runner.resume_after_decision(context, event, **kwargs)
+
+    def on_kill(self) -> None:
+        if self._runner is not None:
+            self._runner.on_kill()
 
 
-def _pod_kwargs(plan: Plan, settings: KubernetesSettings, label: str, name: str) -> dict[str, Any]:
+class RolloutPodOperator(PodStepOperator):
+    """The apply (or ``verify``) step of a service in a pod: :class:`RolloutPod`."""
+
+
+class RevertPodOperator(PodStepOperator):
+    """The revert step of a service in a pod: :class:`RevertPod`."""
+
+    runner_class = RevertPod
+    runner_fields = ("service", "apply_task_id")
+    apply_task_id: str = ""
+
+
+class WaveAnalysisPodOperator(PodStepOperator):
+    """``rollout.waveAnalysis`` of one wave in a pod: :class:`WaveAnalysisPod`."""
+
+    runner_class = WaveAnalysisPod
+    runner_fields = ("service", "wave")
+    wave: int = 0
+
+
+def pod_spec(plan: Plan, settings: KubernetesSettings) -> PodSpec:
+    """The spec every pod step of ``plan`` shares."""
+    deadline = plan.deadline_seconds + config.POD_DEADLINE_MARGIN_SECONDS
+    return PodSpec(policy=plan.policy_name, settings=settings, deadline_seconds=deadline)
+
+
+def _pod_kwargs(spec: PodSpec, label: str, name: str) -> dict[str, Any]:
+    settings = spec.settings
     labels = {
-        config.LABEL_POLICY: plan.policy_name,
+        config.LABEL_POLICY: spec.policy,
         config.LABEL_SERVICE: label,
         config.LABEL_MANAGED_BY: "convoy",
     }
@@ -664,9 +751,8 @@ def _pod_kwargs(plan: Plan, settings: KubernetesSettings, label: str, name: str)
         "do_xcom_push": True,
         "get_logs": True,
         "on_finish_action": "delete_pod",
-        **_shared_pod_parts(settings),
-        "active_deadline_seconds": plan.deadline_seconds + config.POD_DEADLINE_MARGIN_SECONDS,
-        "pool": config.rollout_pool(),
+        **_pod_parts(settings),
+        "active_deadline_seconds": spec.deadline_seconds,
     }
     if settings.in_cluster:
         kwargs["in_cluster"] = True
@@ -687,45 +773,55 @@ def runner_args(
     ]
 
 
-def rollout_pod(plan: Plan, settings: KubernetesSettings, step: RolloutStep) -> RolloutPodOperator:
+_O = TypeVar("_O", bound=PodStepOperator)
+
+
+def _step_operator(
+    cls: type[_O], spec: PodSpec, *, label: str, name: str, arguments: list[str], **kwargs: Any
+) -> _O:
+    op = cls(pool=config.rollout_pool(), **kwargs)
+    op.arguments = arguments
+    op.pod_spec = spec
+    op.pod_label = label
+    op.pod_name = name
+    return op
+
+
+def rollout_pod(spec: PodSpec, plan: Plan, step: RolloutStep) -> RolloutPodOperator:
     """The apply task of ``step`` (inside the current DAG/TaskGroup context)."""
-    op = RolloutPodOperator(
-        task_id=config.rollout_task_id(step.service),
+    op = _step_operator(
+        RolloutPodOperator, spec,
+        label=step.service, name=f"convoy-{step.service}",
         arguments=runner_args("apply", plan, step, step.containers),
-        trigger_rule="none_failed",
-        **_common_kwargs(plan, settings, step),
-    )
+        task_id=config.rollout_task_id(step.service), trigger_rule="none_failed",
+    )  # fmt: skip
     op.service = step.service
     return op
 
 
 def revert_pod(
-    plan: Plan, settings: KubernetesSettings, step: RolloutStep, apply_task_id: str
+    spec: PodSpec, plan: Plan, step: RolloutStep, apply_task_id: str
 ) -> RevertPodOperator:
     """The revert task of ``step``; previous images are added from the apply result."""
-    op = RevertPodOperator(
-        task_id=config.revert_task_id(step.service),
+    op = _step_operator(
+        RevertPodOperator, spec,
+        label=step.service, name=f"convoy-{step.service}",
         arguments=runner_args("revert", plan, step, ()),
-        trigger_rule="none_skipped",
-        **_common_kwargs(plan, settings, step),
+        task_id=config.revert_task_id(step.service), trigger_rule="none_skipped",
         **config.revert_task_kwargs(),
-    )
+    )  # fmt: skip
     op.service = step.service
     op.apply_task_id = apply_task_id
     return op
 
 
-def wave_analysis_pod(
-    plan: Plan, settings: KubernetesSettings, wave: int
-) -> WaveAnalysisPodOperator:
+def wave_analysis_pod(spec: PodSpec, wave: int) -> WaveAnalysisPodOperator:
     """``wave_<n>.analysis`` in a pod (inside the wave's TaskGroup context); never retried."""
-    op = WaveAnalysisPodOperator(
-        task_id=WAVE_TASK_ID,
-        arguments=["analyze"],
-        trigger_rule="none_failed",
-        retries=0,
-        **_pod_kwargs(plan, settings, f"wave-{wave}", f"convoy-wave-{wave}-analysis"),
-    )
+    op = _step_operator(
+        WaveAnalysisPodOperator, spec,
+        label=f"wave-{wave}", name=f"convoy-wave-{wave}-analysis", arguments=["analyze"],
+        task_id=WAVE_TASK_ID, trigger_rule="none_failed", retries=0,
+    )  # fmt: skip
     op.service = f"wave-{wave}"
     op.wave = wave
     return op

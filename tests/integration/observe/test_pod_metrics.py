@@ -1,6 +1,6 @@
 """Rollout pods (``execution: kubernetes``) send the rollout metrics from the Airflow worker.
 
-No cluster: the operator's post-pod handling (``RolloutPodOperator.record_result``,
+No cluster: the operator's post-pod handling (``RolloutPod.record_result``,
 what ``extract_xcom`` calls with the pod's JSON) gets the results the runner
 prints (``{"ok": true, **RolloutResult.to_dict()}`` or the error JSON) in a
 subprocess configured only through Airflow's ``[metrics]`` environment, as a
@@ -27,7 +27,7 @@ EMIT = textwrap.dedent(
     import time
 
     from convoy.airflow import runtime
-    from convoy.airflow.pods import RevertPodOperator, RolloutPodOperator
+    from convoy.airflow.pods import RevertPod, RolloutPod
     from convoy.rollout.errors import DeadlineExceeded
     from convoy.rollout.runner import RolloutResult
 
@@ -71,19 +71,19 @@ EMIT = textwrap.dedent(
     ctx = {"ti": TI("wave_1.rollout_checkout"), "run_id": "manual__1"}
     failed = {"action": "apply", "ok": False,
               **DeadlineExceeded("rollout of checkout did not complete in 10s").to_dict()}
-    operator(RolloutPodOperator, "checkout", "wave_1.rollout_checkout").record_result(ctx, failed)
+    operator(RolloutPod, "checkout", "wave_1.rollout_checkout").record_result(ctx, failed)
     runtime.step_failure_callback(ctx)
     # A revert pod and a dry run send nothing either.
     ctx = {"ti": TI("rollback.revert_payment"), "run_id": "manual__1"}
     reverted = {**applied("payment"), "action": "revert", "reverted": True}
-    operator(RevertPodOperator, "payment", "rollback.revert_payment").record_result(ctx, reverted)
+    operator(RevertPod, "payment", "rollback.revert_payment").record_result(ctx, reverted)
     ctx = {"ti": TI("wave_1.rollout_catalog"), "run_id": "manual__1"}
-    op = operator(RolloutPodOperator, "catalog", "wave_1.rollout_catalog")
+    op = operator(RolloutPod, "catalog", "wave_1.rollout_catalog")
     op.record_result(ctx, applied("catalog", dry_run=True, changed=False, status="dry-run"))
     pushed["catalog"] = ctx["ti"].pushed
     # A rollout pod that finished 12.5 s after its task started.
     ctx = {"ti": TI("wave_1.rollout_cart"), "run_id": "manual__1"}
-    op = operator(RolloutPodOperator, "cart", "wave_1.rollout_cart")
+    op = operator(RolloutPod, "cart", "wave_1.rollout_cart")
     op._convoy_started = time.monotonic() - 12.5
     op.record_result(ctx, applied("cart"))
     pushed["cart"] = ctx["ti"].pushed
