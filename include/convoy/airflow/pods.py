@@ -26,6 +26,7 @@ A wave's ``analyze`` pod parks and goes on the same way (``analyze --resume-json
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from typing import Any, ClassVar, TypeVar
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.operator import ExecutorSafeguard
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import Configuration
 from kubernetes.client import models as k8s
@@ -691,16 +693,26 @@ class PodStepOperator(BaseOperator):
         return runner
 
     def execute(self, context: Any) -> Any:
-        runner = self.pod_runner()
-        # Every try starts from the rendered arguments (the runner adjusts its own copy).
-        runner.arguments = list(self.arguments)
-        return runner.execute(context)
+        return self._as_task(lambda runner: runner.execute(context))
 
     def resume_after_decision(self, context: Any, event: Any = None, **kwargs: Any) -> Any:
         """The approver's answer to a parked analysis (:data:`inconclusive.RESUME_METHOD`)."""
+        return self._as_task(lambda runner: runner.resume_after_decision(context, event, **kwargs))
+
+    def _as_task(self, call: Callable[[RolloutPod], Any]) -> Any:
+        """``call(runner)`` with the runner as the running task.
+
+        Airflow's ``ExecutorSafeguard`` warns (or, with ``allow_nested_operators``
+        off, fails) when an operator's ``execute`` runs under another task; the
+        task runner marks the task it runs in a copy of the context, and so
+        does this, for the runner. Every try starts from the rendered
+        arguments (the runner adjusts its own copy).
+        """
         runner = self.pod_runner()
         runner.arguments = list(self.arguments)
-        return runner.resume_after_decision(context, event, **kwargs)
+        ctx = contextvars.copy_context()
+        ctx.run(ExecutorSafeguard.tracker.set, runner)
+        return ctx.run(call, runner)
 
     def on_kill(self) -> None:
         if self._runner is not None:
