@@ -5,13 +5,14 @@ from __future__ import annotations
 import gc
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dag_policies import policy_dict
 
+from convoy.airflow import registry
 from convoy.policy import loader
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,4 +119,29 @@ def test_the_collector_runs_again_after_the_parse(
     path = write_policy("a.yaml", policy_dict("alpha"))
     assert gc.isenabled()
     load_dagbag(path.parent)
+    assert gc.isenabled()
+
+
+@pytest.fixture
+def frozen_before() -> Iterator[int]:
+    """Objects in the permanent generation before the test; its parses' go back afterwards."""
+    before = gc.get_freeze_count()
+    yield before
+    if before == 0:
+        gc.unfreeze()
+
+
+def test_a_big_build_is_kept_out_of_later_collections(
+    write_policy: Callable[..., Path],
+    load_dagbag: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    frozen_before: int,
+) -> None:
+    path = write_policy("a.yaml", policy_dict("alpha"))
+    write_policy("b.yaml", policy_dict("beta"))
+    tasks = sum(len(d.task_dict) for d in load_dagbag(path.parent).dags.values())
+    assert gc.get_freeze_count() == frozen_before  # a small folder: the collector sees all
+    monkeypatch.setattr(registry, "FREEZE_MIN_TASKS", tasks)
+    load_dagbag(path.parent)
+    assert gc.get_freeze_count() > frozen_before
     assert gc.isenabled()
