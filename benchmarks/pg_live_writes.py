@@ -60,6 +60,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import pg_transform  # noqa: E402
+from peak_rss import peak_rss_mb  # noqa: E402
 
 BACKUP_METHODS = ("old_backup", "convoy_backup")
 TRANSFORM_METHODS = ("single", "batched", "batched_parts", "batched_plain")
@@ -268,7 +269,7 @@ def run_method(dsn: str, method: str, rows: int, batch_size: int, pause_s: float
     fd, out_name = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     proc = subprocess.Popen([*cmd, "--out", out_name])
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     writer.stop.set()
     writer.join()
@@ -286,7 +287,6 @@ def run_method(dsn: str, method: str, rows: int, batch_size: int, pause_s: float
         method=method,
         table_rows=rows,
         load=load,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # Linux: KiB
         writer_writes=len(lat),
         writer_p50_ms=1000 * statistics.median(lat),
         writer_p99_ms=1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     if args.worker:
         res = run_worker(args.worker, args.dsn, args.batch_size)
-        Path(args.out).write_text(json.dumps(res))
+        Path(args.out).write_text(json.dumps({**res, "peak_rss_mb": peak_rss_mb()}))
         return ""
     sizes = [int(n) for n in args.rows.split(",")]
     server = None

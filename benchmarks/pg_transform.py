@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from peak_rss import peak_rss_mb
 
 SET_EXPR = "CASE WHEN amount % 2 = 0 THEN 'even' ELSE 'odd' END"
 
@@ -157,7 +158,7 @@ def run_method(dsn: str, method: str, rows: int, batch_size: int) -> dict[str, A
     fd, out_name = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     proc = subprocess.Popen([*cmd, "--out", out_name])
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     writer.stop.set()
     writer.join()
@@ -170,7 +171,6 @@ def run_method(dsn: str, method: str, rows: int, batch_size: int) -> dict[str, A
     lat = sorted(d for wall, d in writer.latencies if begin <= wall <= end) or [0.0]
     result.update(
         method=method,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # Linux: KiB
         writer_updates=len(lat),
         writer_p50_ms=1000 * statistics.median(lat),
         writer_p99_ms=1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
@@ -214,7 +214,7 @@ def main() -> None:
             res = worker_single(args.dsn)
         else:
             res = worker_batched(args.dsn, args.batch_size)
-        Path(args.out).write_text(json.dumps(res))
+        Path(args.out).write_text(json.dumps({**res, "peak_rss_mb": peak_rss_mb()}))
         return
     server = None
     tmp = None

@@ -41,7 +41,8 @@ as the mapped `transform_<name>` tasks do; timed from the split to the end of
 the last range); and, as a reference, the one-session batches with neither
 before-images nor the in-flight trigger (not a mode convoy offers; it
 isolates what those two cost). Three rounds, the order of the methods turning
-each round; medians, worst run in brackets. Goals: the transform keeps 80 %
+each round; medians, worst run in brackets; peak RSS is the worker's
+(`VmHWM`). Goals: the transform keeps 80 %
 of the single UPDATE's rows/s with its before-images, and the writer's p99
 stays under 50 ms.
 """
@@ -54,7 +55,7 @@ an embedded PostgreSQL 18; five expectations: `status` not null, `status` in
 set, `amount` between, `email` regex, `id` unique (the intended failure: the
 null statuses). Each mode runs in its own fresh interpreter (subprocess), on
 the same table; time is `time.perf_counter()` wall clock; peak memory is the
-worker's `ru_maxrss`. Fixed cost before: from the first import to ready,
+worker's peak resident set (`VmHWM`). Fixed cost before: from the first import to ready,
 importing convoy's GX layer and GX, building the ephemeral context and
 `add_sql` (what every validate task paid before any query); now: importing
 `convoy.validation` and `convoy.validation.postgres` and opening the

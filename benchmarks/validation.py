@@ -20,7 +20,7 @@ then runs each mode in its own subprocess, in the same run, on the same table:
 
 Time is wall clock of the validation (the start-up modes: of the imports and
 set-up), GX already imported where it is used (the pandas load is shown separately),
-peak memory is the worker's ``ru_maxrss``. Prints a Markdown table (``make bench``
+peak memory is the worker's peak resident set (``VmHWM``). Prints a Markdown table (``make bench``
 runs it at 5M and 1M rows). Not run in CI.
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from peak_rss import peak_rss_mb
 
 EXPECTATIONS: list[dict[str, dict[str, Any]]] = [
     {"expect_column_values_to_not_be_null": {"column": "status"}},
@@ -76,10 +76,6 @@ def create_table(dsn: str, rows: int) -> None:
             (rows,),
         )
         conn.execute("ANALYZE bench")
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def worker(mode: str, dsn: str) -> dict[str, Any]:
@@ -193,7 +189,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     if args.worker:
         result = worker(args.worker, args.dsn)
-        result["peak_mb"] = _peak_mb()
+        result["peak_mb"] = peak_rss_mb()
         print(json.dumps(result))
         return ""
 
