@@ -676,7 +676,11 @@ class PodStepOperator(BaseOperator):
     _runner: RolloutPod | None = None
 
     def pod_runner(self) -> RolloutPod:
-        """The KPO of this step (built once per task process), with the current arguments."""
+        """The KPO of this step, built on the first call (once per task process).
+
+        ``execute`` and the resume method hand it the task's rendered arguments
+        afresh each time (:meth:`_as_task`).
+        """
         runner = self._runner
         if runner is None:
             spec = self.pod_spec
