@@ -8,7 +8,7 @@ create and delete namespaces and Deployments.
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,32 +21,12 @@ pytestmark = [
 OLD, NEW = "registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.10"
 
 
-def test_apply_and_revert_on_a_real_cluster(api_client: Any, namespace: str) -> None:
-    from kubernetes import client
+def test_apply_and_revert_on_a_real_cluster(
+    namespace: str, pause_deployment: Callable[..., Any]
+) -> None:
+    from convoy.rollout import Target
 
-    from convoy.rollout import RolloutRunner, Target
-
-    labels = {"app": "pause"}
-    client.AppsV1Api(api_client).create_namespaced_deployment(
-        namespace,
-        {
-            "metadata": {"name": "pause", "labels": labels},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "pause", "image": OLD}]},
-                },
-            },
-        },
-    )
-    runner = RolloutRunner(api_client, stall_seconds=60)
-    status = runner.status(Target(namespace, "Deployment", "pause"))
-    deadline = time.monotonic() + 180
-    while status.status != "complete" and time.monotonic() < deadline:
-        time.sleep(2)  # the initial creation, not what is under test
-        status = runner.status(Target(namespace, "Deployment", "pause"))
+    runner = pause_deployment(OLD, replicas=2)
 
     applied = runner.apply(
         Target(namespace, "Deployment", "pause", {"pause": NEW}), deadline_seconds=300

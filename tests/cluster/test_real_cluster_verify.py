@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,35 +65,17 @@ def kubeconfig() -> Path:
 
 
 @pytest.fixture
-def deployment(api_client: Any, namespace: str) -> dict[str, Any]:
+def deployment(
+    api_client: Any, namespace: str, pause_deployment: Callable[..., Any]
+) -> dict[str, Any]:
     """``pause`` with 3 replicas on the old image, rolled out before the test starts."""
     from kubernetes import client
 
-    from convoy.rollout import RolloutRunner, Target
+    from convoy.rollout import Target
 
-    api = api_client
-    labels = {"app": "pause"}
-    apps = client.AppsV1Api(api)
-    apps.create_namespaced_deployment(
-        namespace,
-        {
-            "metadata": {"name": "pause", "labels": labels},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "pause", "image": OLD}]},
-                },
-            },
-        },
-    )
-    runner = RolloutRunner(api, stall_seconds=60)
+    runner = pause_deployment(OLD, replicas=3)
     target = Target(namespace, "Deployment", "pause")
-    deadline = time.monotonic() + 180
-    while runner.status(target).status != "complete" and time.monotonic() < deadline:
-        time.sleep(2)  # the initial creation, not what is under test
-    return {"apps": apps, "runner": runner, "target": target}
+    return {"apps": client.AppsV1Api(api_client), "runner": runner, "target": target}
 
 
 @pytest.fixture
