@@ -47,6 +47,17 @@ def images(cluster: EmulatedCluster, kind: str, name: str) -> dict[str, str]:
     }
 
 
+def revision_completed(cluster: EmulatedCluster, name: str, revision: str) -> dict[str, Any]:
+    """StatefulSet ``name``'s status once ``revision`` is its current revision."""
+    return wait_for(
+        lambda: (
+            (s := cluster.get_workload("StatefulSet", NS, name)["status"])
+            and s["currentRevision"] == revision
+            and s
+        )
+    )
+
+
 def ready(pod: dict[str, Any]) -> bool:
     return any(
         c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
@@ -170,13 +181,7 @@ def test_statefulset_canary_by_partition(emulated_cluster: EmulatedCluster, apps
 
     status = step(0)  # all: the update revision becomes the current one
     assert set(images(cluster, "StatefulSet", "db").values()) == {"db:2"}
-    status = wait_for(
-        lambda: (
-            (s := cluster.get_workload("StatefulSet", NS, "db")["status"])
-            and s["currentRevision"] == new_revision
-            and s
-        )
-    )
+    status = revision_completed(cluster, "db", new_revision)
     assert status["currentReplicas"] == 4
     assert status["updateRevision"] == new_revision
 
@@ -249,13 +254,7 @@ def test_statefulset_scaled_during_a_partitioned_update(
 
     # The partition lowered to 0: every ordinal is updated and the revision completes.
     patch({"updateStrategy": {"rollingUpdate": {"partition": 0}}}, replicas=5, updated=5)
-    status = wait_for(
-        lambda: (
-            (s := cluster.get_workload("StatefulSet", NS, "db")["status"])
-            and s["currentRevision"] == new_revision
-            and s
-        )
-    )
+    status = revision_completed(cluster, "db", new_revision)
     assert status["currentReplicas"] == 5
     assert set(images(cluster, "StatefulSet", "db").values()) == {"db:2"}
 
