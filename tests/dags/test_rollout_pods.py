@@ -99,6 +99,8 @@ def test_pod_operator_settings(dag: Any) -> None:
     assert runner.kubernetes_conn_id == "kubernetes_default"
     assert runner.task_id == task.task_id
     assert runner.service == "redis"
+    assert runner.name == "convoy-redis"
+    assert runner.labels["convoy.dev/service"] == "redis"
     assert runner.log is task.log
 
 

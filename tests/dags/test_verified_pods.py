@@ -121,6 +121,8 @@ def test_unverified_service_keeps_a_plain_apply(dag: Any) -> None:
 
 def test_wave_analysis_pod(dag: Any) -> None:
     task = dag.task_dict["wave_1.analysis"].pod_runner()
+    assert task.name == "convoy-wave-1-analysis"
+    assert task.labels["convoy.dev/service"] == "wave-1"
     ti = _ti(dag)
     assert task.prepare_arguments({"ti": ti}) is None
     args = task.arguments

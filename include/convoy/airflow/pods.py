@@ -666,12 +666,11 @@ class PodStepOperator(BaseOperator):
     runner_class: ClassVar[type[RolloutPod]] = RolloutPod
     #: Attributes the runner gets from this operator.
     runner_fields: ClassVar[tuple[str, ...]] = ("service",)
+    #: The pod is ``convoy-<service><suffix>``; ``service`` is also its service label.
+    pod_name_suffix: ClassVar[str] = ""
 
     arguments: list[str]
     pod_spec: PodSpec
-    #: Pod name and the value of its service label.
-    pod_name: str = ""
-    pod_label: str = ""
     service: str = ""
     _runner: RolloutPod | None = None
 
@@ -683,11 +682,11 @@ class PodStepOperator(BaseOperator):
         """
         runner = self._runner
         if runner is None:
-            spec = self.pod_spec
+            name = f"convoy-{self.service}{self.pod_name_suffix}"
             runner = self.runner_class(
                 task_id=self.task_id,
                 arguments=list(self.arguments),
-                **_pod_kwargs(spec, self.pod_label, self.pod_name),
+                **_pod_kwargs(self.pod_spec, self.service, name),
             )
             for name in self.runner_fields:
                 setattr(runner, name, getattr(self, name))
@@ -740,6 +739,7 @@ class WaveAnalysisPodOperator(PodStepOperator):
 
     runner_class = WaveAnalysisPod
     runner_fields = ("service", "wave")
+    pod_name_suffix = "-analysis"
     wave: int = 0
 
 
@@ -793,26 +793,22 @@ _O = TypeVar("_O", bound=PodStepOperator)
 
 
 def _step_operator(
-    cls: type[_O], spec: PodSpec, *, label: str, name: str, arguments: list[str], **kwargs: Any
+    cls: type[_O], spec: PodSpec, *, service: str, arguments: list[str], **kwargs: Any
 ) -> _O:
     op = cls(pool=config.rollout_pool(), **kwargs)
     op.arguments = arguments
     op.pod_spec = spec
-    op.pod_label = label
-    op.pod_name = name
+    op.service = service
     return op
 
 
 def rollout_pod(spec: PodSpec, plan: Plan, step: RolloutStep) -> RolloutPodOperator:
     """The apply task of ``step`` (inside the current DAG/TaskGroup context)."""
-    op = _step_operator(
-        RolloutPodOperator, spec,
-        label=step.service, name=f"convoy-{step.service}",
+    return _step_operator(
+        RolloutPodOperator, spec, service=step.service,
         arguments=runner_args("apply", plan, step, step.containers),
         task_id=config.rollout_task_id(step.service), trigger_rule="none_failed",
     )  # fmt: skip
-    op.service = step.service
-    return op
 
 
 def revert_pod(
@@ -820,13 +816,11 @@ def revert_pod(
 ) -> RevertPodOperator:
     """The revert task of ``step``; previous images are added from the apply result."""
     op = _step_operator(
-        RevertPodOperator, spec,
-        label=step.service, name=f"convoy-{step.service}",
+        RevertPodOperator, spec, service=step.service,
         arguments=runner_args("revert", plan, step, ()),
         task_id=config.revert_task_id(step.service), trigger_rule="none_skipped",
         **config.revert_task_kwargs(),
     )  # fmt: skip
-    op.service = step.service
     op.apply_task_id = apply_task_id
     return op
 
@@ -834,10 +828,8 @@ def revert_pod(
 def wave_analysis_pod(spec: PodSpec, wave: int) -> WaveAnalysisPodOperator:
     """``wave_<n>.analysis`` in a pod (inside the wave's TaskGroup context); never retried."""
     op = _step_operator(
-        WaveAnalysisPodOperator, spec,
-        label=f"wave-{wave}", name=f"convoy-wave-{wave}-analysis", arguments=["analyze"],
+        WaveAnalysisPodOperator, spec, service=f"wave-{wave}", arguments=["analyze"],
         task_id=WAVE_TASK_ID, trigger_rule="none_failed", retries=0,
     )  # fmt: skip
-    op.service = f"wave-{wave}"
     op.wave = wave
     return op
