@@ -425,7 +425,12 @@ def revert(
     undone = [version_text(parse_version(e.version)) for e, _ in undo_plan]
     from_backup = [e.version for e in needs_backup]
     if dry_run:
-        waits = [w for t in undo_tables if (w := undo_revert.refusal(conn, cfg, t)) is not None]
+        # as the revert would: it stops at the first transform it cannot put back
+        waits: list[str] = []
+        for t in undo_tables:
+            if (why := undo_revert.refusal(conn, cfg, t)) is not None:
+                waits.append(why)
+                break
         for t in undo_tables:
             ctx.log(
                 f"{ctx.datastore.name}: dry run would set "
@@ -454,7 +459,7 @@ def revert(
             tuple(str(r.source) for r in backups if r.existed and needs_backup),
             (),
             refused=tuple(
-                waits[:1] + [_refusal_line(cfg, ctx, r, why, from_backup) for r, why in refusals]
+                waits + [_refusal_line(cfg, ctx, r, why, from_backup) for r, why in refusals]
             ),
         )
     # One step per transform's before-images, undo file and backed-up table.
