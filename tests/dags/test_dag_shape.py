@@ -48,6 +48,17 @@ def test_dag_attributes(dag: Any, shop: Any) -> None:
     assert args["retry_delay"] == dt.timedelta(seconds=30)
 
 
+def test_dag_hash_stays_put_as_tasks_are_added(dag: Any, shop: Any) -> None:
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    before = hash(dag)
+    dag.add_task(PythonOperator(task_id="extra", python_callable=print))
+    assert hash(dag) == before  # Airflow's own hash changes with every task added
+    # Equal DAGs (same type and dag_id, among others) hash the same.
+    assert hash(build_dag(shop)) == hash(build_dag(shop)) == before
+    assert len({dag, dag}) == 1
+
+
 def test_schedule_from_policy(write_policy: Callable[..., Path]) -> None:
     loaded = load_policy(write_policy("s.yaml", policy_dict("s", schedule="@daily")))
     from airflow.sdk import CronDataIntervalTimetable

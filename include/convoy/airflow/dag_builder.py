@@ -419,6 +419,14 @@ class PolicyDAG(DAG):
     the pinned Airflow no longer needs this).
     """
 
+    def __hash__(self) -> int:
+        # Airflow's hashes the DAG's task ids, among others, at every call, and
+        # every dependency set during the build hashes the DAG of each task in
+        # it (tens of thousands of times per parse of a big folder). Equal DAGs
+        # have the same type and dag_id (``DAG.__eq__``), so this hash agrees
+        # with equality, and unlike Airflow's it does not change as tasks are added.
+        return hash((type(self), self.dag_id))
+
     def test(self, *args: Any, **kwargs: Any) -> Any:
         deadline = self.deadline
         if not deadline:
@@ -466,7 +474,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         preflight = PythonOperator(
             task_id=config.PREFLIGHT,
             python_callable=preflight_task.preflight,
-            op_kwargs={"policy_path": str(loaded.path.resolve()), "digest": plan.digest},
+            op_kwargs={"policy_path": builder.policy_path, "digest": plan.digest},
             retries=0,
         )
         first: Task = preflight

@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import ExecutorSafeguard
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import Configuration
@@ -43,6 +42,7 @@ from kubernetes.client import models as k8s
 from convoy.airflow import config, gates, inconclusive, local_rollout, retries
 from convoy.airflow import preflight as preflight_task
 from convoy.airflow.analysis import ANALYSIS_KEY, WAVE_TASK_ID
+from convoy.airflow.cheap_setattr import CheapSetattr
 from convoy.airflow.runtime import policy_name
 from convoy.observe import analysis_metrics
 from convoy.plan import Plan, RolloutStep
@@ -194,6 +194,8 @@ class PodSpec:
     settings: KubernetesSettings
     #: Pod lifetime: the plan's deadline plus the start-up margin.
     deadline_seconds: int
+    #: The Airflow pool of the steps (``config.rollout_pool``), read once per policy.
+    pool: str
 
 
 def _pod_parts(settings: KubernetesSettings) -> dict[str, Any]:
@@ -646,7 +648,7 @@ class WaveAnalysisPod(RolloutPod):
         return result
 
 
-class PodStepOperator(BaseOperator):
+class PodStepOperator(CheapSetattr):
     """A step whose work runs in a pod: the DAG's light stand-in for :class:`RolloutPod`.
 
     It holds the :class:`PodSpec` and the runner's arguments (templated: the
@@ -746,7 +748,12 @@ class WaveAnalysisPodOperator(PodStepOperator):
 def pod_spec(plan: Plan, settings: KubernetesSettings) -> PodSpec:
     """The spec every pod step of ``plan`` shares."""
     deadline = plan.deadline_seconds + config.POD_DEADLINE_MARGIN_SECONDS
-    return PodSpec(policy=plan.policy_name, settings=settings, deadline_seconds=deadline)
+    return PodSpec(
+        policy=plan.policy_name,
+        settings=settings,
+        deadline_seconds=deadline,
+        pool=config.rollout_pool(),
+    )
 
 
 def _pod_kwargs(spec: PodSpec, label: str, name: str) -> dict[str, Any]:
@@ -795,10 +802,10 @@ _O = TypeVar("_O", bound=PodStepOperator)
 def _step_operator(
     cls: type[_O], spec: PodSpec, *, service: str, arguments: list[str], **kwargs: Any
 ) -> _O:
-    op = cls(pool=config.rollout_pool(), **kwargs)
-    op.arguments = arguments
-    op.pod_spec = spec
-    op.service = service
+    op = cls(pool=spec.pool, **kwargs)
+    # Plain data, no XComArg (the arguments are strings): Airflow's assignment
+    # hook would only search them for XComArgs, for every step of every policy.
+    vars(op).update(arguments=arguments, pod_spec=spec, service=service)
     return op
 
 

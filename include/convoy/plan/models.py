@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, is_dataclass
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, Final, Literal
 
 DatastoreStage = Literal["backup", "migrate", "transform", "validate"]
@@ -171,6 +173,67 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def compute_digest(plan: Plan) -> str:
-    """sha256 of the canonical JSON of the plan (sorted keys, no whitespace)."""
-    canonical = json.dumps(_content(plan), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """sha256 of the canonical JSON of the plan (sorted keys, no whitespace).
+
+    The text is ``json.dumps(_content(plan), sort_keys=True, separators=(",", ":"))``
+    (``canonical_json``), written in one walk: every parse of the DAG file
+    computes the digest of every policy's plan.
+    """
+    return hashlib.sha256(canonical_json(plan).encode("utf-8")).hexdigest()
+
+
+def canonical_json(plan: Plan) -> str:
+    """The plan's content (no digest; no approval key without a gate) as canonical JSON."""
+    out: list[str] = []
+    skip = {"digest"} if plan.approval is not None else {"digest", "approval"}
+    _write_fields(plan, out, skip)
+    return "".join(out)
+
+
+def _write_fields(value: Any, out: list[str], skip: Collection[str] = ()) -> None:
+    names = _SORTED_FIELDS.get(type(value))
+    if names is None:
+        names = _SORTED_FIELDS[type(value)] = tuple(sorted(f.name for f in fields(value)))
+    out.append("{")
+    first = True
+    for name in names:
+        if name in skip:
+            continue
+        if not first:
+            out.append(",")
+        first = False
+        out.append(_json_str(name))
+        out.append(":")
+        _write(getattr(value, name), out)
+    out.append("}")
+
+
+#: Field names of each plan dataclass, sorted as JSON's ``sort_keys`` sorts them.
+_SORTED_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _write(value: Any, out: list[str]) -> None:
+    """``value`` as ``json.dumps`` writes ``_plain(value)`` (sorted keys, no whitespace)."""
+    kind = type(value)
+    # Exact types first: they are almost every value of a plan.
+    if kind is str:
+        out.append(_json_str(value))
+    elif kind is int:
+        out.append(int.__repr__(value))
+    elif kind is tuple or isinstance(value, tuple | list):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    elif kind in _SORTED_FIELDS or (is_dataclass(value) and not isinstance(value, type)):
+        _write_fields(value, out)
+    elif isinstance(value, str):
+        out.append(_json_str(value))
+    elif value is None or isinstance(value, bool | int | float):
+        out.append(json.dumps(value))
+    elif isinstance(value, dict):
+        out.append(json.dumps(_plain(value), sort_keys=True, separators=(",", ":")))
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

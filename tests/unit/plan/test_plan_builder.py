@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,8 @@ from convoy.plan import (
     render_text,
     topological_levels,
 )
+from convoy.plan.models import _content, _plain, _write, canonical_json
+from convoy.policy.loader import load_policy
 from convoy.policy.models import Policy
 
 
@@ -195,9 +199,10 @@ def test_digest_changes_with_plan(shop: Policy, change: dict[str, Any]) -> None:
 
 
 def test_digest_known_value_is_pinned() -> None:
-    # Canonical JSON must not drift between runs or Python versions.
+    # Canonical JSON must not drift between runs, Python versions or releases:
+    # preflight refuses a run whose plan no longer has the DAG's digest.
     plan = build_plan(make_policy([svc("a")]))
-    assert plan.digest == build_plan(make_policy([svc("a")])).digest
+    assert plan.digest == "c0707053c0a2537b73a519d4dffcdf2a1e5b444b3f4c336509fb597e8ccd84cf"
     body = plan.to_dict()
     assert body["digest"] == plan.digest
     assert json.loads(plan.to_json()) == body
@@ -220,3 +225,24 @@ def test_render_text(shop: Policy) -> None:
     assert "main -> reg/checkout:2" in text
     assert "(after cart, payment)" in text
     assert text.index("revert images of checkout") < text.index("revert images of redis")
+
+
+GOOD_POLICIES = sorted((Path(__file__).parents[2] / "policies" / "good").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", GOOD_POLICIES, ids=lambda p: p.name)
+def test_canonical_json_is_json_dumps_of_the_content(path: Path) -> None:
+    """The one-walk writer gives the text ``json.dumps`` gives of the plan's content."""
+    plan = build_plan(load_policy(path))
+    expected = json.dumps(_content(plan), sort_keys=True, separators=(",", ":"))
+    assert canonical_json(plan) == expected
+    assert plan.digest == hashlib.sha256(expected.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "value", [True, False, None, 0, -3, 1.5, 'é\u2028"', ["a", (1, 2)], {"b": 1, 3: [None]}]
+)
+def test_canonical_writer_on_every_json_kind(value: Any) -> None:
+    out: list[str] = []
+    _write(value, out)
+    assert "".join(out) == json.dumps(_plain(value), sort_keys=True, separators=(",", ":"))
