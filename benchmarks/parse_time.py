@@ -22,10 +22,12 @@ policy in one file is the number that matters. Measured in the same run:
 Each measurement runs in a fresh interpreter: Airflow and the
 KubernetesPodOperator are imported first (not timed), then the DagBag of that
 single file is built (timed: convoy's own imports are included), as the DAG
-processor does. Both the wall time and the CPU time of that process are
-kept (medians over the repeats): on a machine other jobs share, the wall time
-of whichever run met their peak grows, while its CPU time mostly does not, so
-the ratios are given for both.
+processor does. The repeats run in rounds, each round parsing every variant
+once, so that the machine's drift over minutes slows all of them alike. Both
+the wall time and the CPU time of that process are kept (medians over the
+rounds): on a machine other jobs share, the wall time of whichever run met
+their peak grows, while its CPU time mostly does not, so the ratios are given
+for both.
 
     .venv/bin/python benchmarks/parse_time.py [--counts 1,100,1000] [--repeat 3] [--no-dagfactory]
 """
@@ -257,62 +259,81 @@ _CHILD = textwrap.dedent(
 )
 
 
-def measure(
-    tool: str, target: Path, repeat: int, cache: str = "off", *, gc_paused: bool = False
-) -> dict[str, object]:
-    """Median wall and CPU time of ``repeat`` fresh parses.
+class Variant:
+    """One thing to parse: the DAG file, its environment and its parse cache."""
 
-    ``cache``: ``off`` (no parse cache), ``cold`` (an empty cache before every
-    parse: the first parse after the policies changed, which also writes the
-    entries) or ``warm`` (a cache filled by one untimed parse first: every later
-    parse of the DAG processor). ``gc_paused``: the garbage collector is
-    disabled for the whole parse, as convoy's DAG file does while it builds.
-    """
-    env = dict(os.environ)
-    if gc_paused:
-        env["BENCH_GC_PAUSED"] = "1"
-    env.update(
-        {
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
-            "DO_NOT_TRACK": "1",
-            "AUTO_TRACE_DAG_FACTORY": "False",
-        }
-    )
-    dag_file = target
-    if tool in ("convoy", "task"):
-        env["CONVOY_POLICIES_DIR"] = str(target)
-        env["CONVOY_EXECUTION_MODE"] = "kubernetes"
-        dag_file = ROOT / "dags" / "convoy_policies.py"
-    if tool == "task":
-        env["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = "bench-0000"
-        env["_AIRFLOW_PARSING_CONTEXT_TASK_ID"] = "wave_0.rollout_svc0"
-    cache_dir = GENERATED / "parse-cache"
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    env["CONVOY_PARSE_CACHE_DIR"] = "off" if cache == "off" else str(cache_dir)
+    def __init__(
+        self, tool: str, target: Path, cache: str = "off", *, gc_paused: bool = False
+    ) -> None:
+        """``cache``: ``off`` (no parse cache), ``cold`` (an empty cache before every
+        parse: the first parse after the policies changed, which also writes the
+        entries) or ``warm`` (a cache filled by one untimed parse first: every later
+        parse of the DAG processor). ``gc_paused``: the garbage collector is
+        disabled for the whole parse, as convoy's DAG file does while it builds.
+        """
+        env = dict(os.environ)
+        if gc_paused:
+            env["BENCH_GC_PAUSED"] = "1"
+        env.update(
+            {
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
+                "DO_NOT_TRACK": "1",
+                "AUTO_TRACE_DAG_FACTORY": "False",
+            }
+        )
+        self.dag_file = target
+        if tool in ("convoy", "task"):
+            env["CONVOY_POLICIES_DIR"] = str(target)
+            env["CONVOY_EXECUTION_MODE"] = "kubernetes"
+            self.dag_file = ROOT / "dags" / "convoy_policies.py"
+        if tool == "task":
+            env["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = "bench-0000"
+            env["_AIRFLOW_PARSING_CONTEXT_TASK_ID"] = "wave_0.rollout_svc0"
+        # Each variant has a cache of its own, so rounds can interleave them.
+        self.cache_dir = GENERATED / f"parse-cache-{tool}-{cache}"
+        shutil.rmtree(self.cache_dir, ignore_errors=True)
+        env["CONVOY_PARSE_CACHE_DIR"] = "off" if cache == "off" else str(self.cache_dir)
+        self.env, self.cache = env, cache
+        self.runs: list[dict[str, object]] = []
+        if cache == "warm":
+            self.parse()
 
-    def parse() -> dict[str, object]:
+    def parse(self) -> dict[str, object]:
         out = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(dag_file)],
-            env=env,
+            [sys.executable, "-c", _CHILD, str(self.dag_file)],
+            env=self.env,
             capture_output=True,
             text=True,
             check=True,
         )
         return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
-    if cache == "warm":
-        parse()
-    runs: list[float] = []
-    cpus: list[float] = []
-    last: dict[str, object] = {}
+    def timed(self) -> None:
+        if self.cache == "cold":
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+        self.runs.append(self.parse())
+
+    def result(self) -> dict[str, object]:
+        """The last run, with the median wall and CPU time of all runs."""
+        shutil.rmtree(self.cache_dir, ignore_errors=True)
+        seconds = statistics.median(float(r["seconds"]) for r in self.runs)  # type: ignore[arg-type]
+        cpu = statistics.median(float(r["cpu"]) for r in self.runs)  # type: ignore[arg-type]
+        return {**self.runs[-1], "seconds": seconds, "cpu": cpu}
+
+
+def measure_rounds(variants: dict[str, Variant], repeat: int) -> dict[str, dict[str, object]]:
+    """``repeat`` rounds, each parsing every variant once, in a fresh interpreter each.
+
+    The machine's speed drifts over minutes (other jobs, its host), and a
+    ratio of two medians taken minutes apart carries that drift; a round
+    measures every variant within a minute or so, so a slow spell slows
+    them all alike.
+    """
     for _ in range(repeat):
-        if cache == "cold":
-            shutil.rmtree(cache_dir, ignore_errors=True)
-        last = parse()
-        runs.append(float(last["seconds"]))  # type: ignore[arg-type]
-        cpus.append(float(last["cpu"]))  # type: ignore[arg-type]
-    return {**last, "seconds": statistics.median(runs), "cpu": statistics.median(cpus)}
+        for variant in variants.values():
+            variant.timed()
+    return {name: variant.result() for name, variant in variants.items()}
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -334,20 +355,29 @@ def main(argv: list[str] | None = None) -> str:
     loads = [os.getloadavg()[0]]
     for count in (int(c) for c in args.counts.split(",")):
         targets = generate(count)
-        c = measure("convoy", targets["convoy"], args.repeat, cache="warm")
-        cold = measure("convoy", targets["convoy"], args.repeat, cache="cold")
-        fl = measure("floor", floor_file(count), args.repeat)
-        light = measure("floor", floor_file(count, light=True), args.repeat)
-        paused = measure("floor", floor_file(count, light=True), args.repeat, gc_paused=True)
-        task = measure("task", targets["convoy"], args.repeat, cache="cold")
-        results = [("convoy", c, count), ("cold", cold, count), ("floor", fl, count)]
-        results.append(("light floor", light, count))
-        results.append(("light floor, GC paused", paused, count))
-        results.append(("task", task, 1))
-        f: dict[str, object] = {}
+        variants = {
+            "convoy": Variant("convoy", targets["convoy"], cache="warm"),
+            "cold": Variant("convoy", targets["convoy"], cache="cold"),
+            "floor": Variant("floor", floor_file(count)),
+            "light floor": Variant("floor", floor_file(count, light=True)),
+            "light floor, GC paused": Variant(
+                "floor", floor_file(count, light=True), gc_paused=True
+            ),
+            "task": Variant("task", targets["convoy"], cache="cold"),
+        }
         if not args.no_dagfactory:
-            f = measure("dagfactory", targets["dagfactory"], args.repeat)
-            results.append(("dag-factory", f, count))
+            variants["dag-factory"] = Variant("dagfactory", targets["dagfactory"])
+        measured = measure_rounds(variants, args.repeat)
+        c, cold, fl = measured["convoy"], measured["cold"], measured["floor"]
+        light, paused, task = (
+            measured["light floor"],
+            measured["light floor, GC paused"],
+            measured["task"],
+        )
+        f: dict[str, object] = measured.get("dag-factory", {})
+        results = [
+            (name, result, 1 if name == "task" else count) for name, result in measured.items()
+        ]
         for name, result, dags in results:
             if result["errors"] or result["dags"] != dags:
                 raise SystemExit(f"{name} at {count} policies: {result}")
