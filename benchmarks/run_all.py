@@ -101,9 +101,11 @@ written after the run, from its numbers.
 
 `.venv/bin/python benchmarks/parse_time.py --counts 1,100,1000 --repeat 3`
 
-Median of 3 fresh interpreters building the DagBag of one DAG file holding
-every policy (10 services in 3 waves each, kubernetes execution: 24 tasks per
-DAG), Airflow and the KubernetesPodOperator imported before the clock starts
+Median of 3 rounds, each parsing every variant below once (so the machine's
+drift over minutes slows them all alike), each parse a fresh interpreter
+building the DagBag of one DAG file holding every policy (10 services in 3
+waves each, kubernetes execution: 24 tasks per DAG), Airflow and the
+KubernetesPodOperator imported before the clock starts
 (convoy's own imports are timed); wall time, and the CPU time of the same
 processes (`time.process_time()`), which other jobs on the machine disturb
 less. *convoy, warm cache*: the parse cache filled by one untimed parse first
