@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk.exceptions import AirflowFailException
 from dag_policies import policy_dict
 from fake_ti import FakeTI
 
 from convoy.airflow import analysis, build_dag, inconclusive, local_rollout
+from convoy.airflow.cheap_setattr import ConvoyPythonOperator
 from convoy.policy import load_policy
 from convoy.rollout.analysis import AnalysisInconclusive
 
@@ -70,13 +70,13 @@ def test_verified_steps_of_a_policy_with_approval_can_park(
     assert type(t["wave_0.rollout_redis"]) is inconclusive.VerifiedStepOperator
     assert type(t["wave_0.analysis"]) is inconclusive.VerifiedStepOperator
     # Nothing to decide about: currency has no analysis of its own.
-    assert type(t["wave_0.rollout_currency"]) is PythonOperator
+    assert type(t["wave_0.rollout_currency"]) is ConvoyPythonOperator
 
     data.pop("approval")
     dag = build_dag(load_policy(write_policy("t.yaml", {**data, "metadata": {
         **data["metadata"], "name": "plain"}})))  # fmt: skip
-    assert type(dag.task_dict["wave_0.rollout_redis"]) is PythonOperator
-    assert type(dag.task_dict["wave_0.analysis"]) is PythonOperator
+    assert type(dag.task_dict["wave_0.rollout_redis"]) is ConvoyPythonOperator
+    assert type(dag.task_dict["wave_0.analysis"]) is ConvoyPythonOperator
 
 
 def test_the_answer_becomes_the_decision() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import BaseOperator
 
 _PREFIX = "_convert_"
@@ -45,3 +46,11 @@ class CheapSetattr(BaseOperator):
             init_kwargs[key] = value
         if self._BaseOperator__instantiated and key in self.template_fields:  # type: ignore[attr-defined]
             self._set_xcomargs_dependency(key, value)
+
+
+class ConvoyPythonOperator(CheapSetattr, PythonOperator):
+    """Airflow's ``PythonOperator`` with :class:`CheapSetattr`: the Python steps of convoy's DAGs.
+
+    Preflight, the rollback gate, the report and the outcome are four tasks of
+    every policy; in local execution every step is one.
+    """

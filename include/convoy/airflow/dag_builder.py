@@ -18,7 +18,6 @@ import datetime as dt
 import itertools
 from typing import Any
 
-from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param, TaskGroup
 from airflow.sdk.definitions.param import ParamsDict
 
@@ -37,6 +36,7 @@ from convoy.airflow import (
     runtime,
 )
 from convoy.airflow import preflight as preflight_task
+from convoy.airflow.cheap_setattr import ConvoyPythonOperator
 from convoy.plan import (
     BEFORE_ROLLOUT,
     DatastorePhase,
@@ -180,16 +180,16 @@ class _Builder:
             outlets=assets.workload_assets(step),
         )
 
-    def _verified_operator(self, verified: bool) -> type[PythonOperator]:
+    def _verified_operator(self, verified: bool) -> type[ConvoyPythonOperator]:
         """The operator of a step: one that can park for an approval when its analyses can.
 
         With ``approval.required`` an inconclusive analysis waits for the
         approvers (:mod:`convoy.airflow.inconclusive`); other DAGs keep plain
-        ``PythonOperator`` s.
+        ``ConvoyPythonOperator`` s.
         """
         if verified and self.plan.approval is not None:
             return inconclusive.VerifiedStepOperator
-        return PythonOperator
+        return ConvoyPythonOperator
 
     def _stage_task(self, phase: DatastorePhase, stage: str, **extra: Any) -> Task:
         callables = {
@@ -197,7 +197,7 @@ class _Builder:
             "migrate": datastores.migrate,
             "validate": datastores.validate,
         }
-        task = PythonOperator(
+        task = ConvoyPythonOperator(
             task_id=stage,
             python_callable=callables[stage],
             op_kwargs={"datastore": phase.datastore},
@@ -215,7 +215,7 @@ class _Builder:
                 "datastore": phase.datastore,
                 "transform": t.name,
             }
-            parts = PythonOperator(
+            parts = ConvoyPythonOperator(
                 task_id=config.partitions_task_id(t.name),
                 python_callable=datastores.partitions,
                 op_kwargs=kwargs,
@@ -223,7 +223,7 @@ class _Builder:
             )
             # One task instance per key range; an empty list expands to nothing
             # (the mapped task is skipped and none_failed lets the next stage run).
-            mapped = PythonOperator.partial(
+            mapped = ConvoyPythonOperator.partial(
                 task_id=config.transform_task_id(t.name),
                 python_callable=datastores.transform,
                 op_kwargs=kwargs,
@@ -335,7 +335,7 @@ class _Builder:
         apply_id = self.apply_ids[undo.service]
         if self.mode == "kubernetes":
             return pods.revert_pod(self.pod_spec, self.plan, step, apply_id)
-        return PythonOperator(
+        return ConvoyPythonOperator(
             task_id=config.revert_task_id(undo.service),
             python_callable=local_rollout.revert_local,
             op_kwargs={
@@ -355,7 +355,7 @@ class _Builder:
         watched = [*self.apply_ids.values(), *self.datastore_ids, *self.wave_analysis_ids]
         ids: list[str] = []
         with TaskGroup(config.ROLLBACK_GROUP):
-            gate = PythonOperator(
+            gate = ConvoyPythonOperator(
                 task_id=config.ROLLBACK_GATE,
                 python_callable=gates.rollback_gate,
                 op_kwargs={
@@ -373,7 +373,7 @@ class _Builder:
             current_wave: int | None = None
             for undo in self.plan.rollback:
                 if isinstance(undo, RevertDataStep):
-                    task = PythonOperator(
+                    task = ConvoyPythonOperator(
                         task_id=config.revert_data_task_id(undo.datastore),
                         python_callable=datastores.revert,
                         op_kwargs={
@@ -471,7 +471,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         **extra,
     ) as dag:
         builder.dag = dag
-        preflight = PythonOperator(
+        preflight = ConvoyPythonOperator(
             task_id=config.PREFLIGHT,
             python_callable=preflight_task.preflight,
             op_kwargs={"policy_path": builder.policy_path, "digest": plan.digest},
@@ -492,7 +492,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
         if plan.rollback_automatic:
             rollback_last, reverts = builder.rollback()
             last = [*last, *rollback_last]
-        report = PythonOperator(
+        report = ConvoyPythonOperator(
             task_id=config.REPORT,
             python_callable=report_task.report,
             op_kwargs={
@@ -515,7 +515,7 @@ def build_dag(loaded: LoadedPolicy, *, plan: Plan | None = None) -> DAG:
             retries=0,
         )
         report.set_upstream(last)
-        final = PythonOperator(
+        final = ConvoyPythonOperator(
             task_id=config.OUTCOME,
             python_callable=gates.outcome,
             trigger_rule="all_done",

@@ -31,8 +31,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from airflow.providers.standard.operators.python import PythonOperator
-
+from convoy.airflow.cheap_setattr import ConvoyPythonOperator
 from convoy.redaction import get_logger, redact
 
 log = get_logger(__name__)
@@ -46,7 +45,7 @@ AWAITING = "awaiting approval"
 NOT_ASKED = "not asked again: this step's approval request was already answered"
 
 
-class VerifiedStepOperator(PythonOperator):
+class VerifiedStepOperator(ConvoyPythonOperator):
     """``PythonOperator`` of a verified step whose callable may park for an approval.
 
     The callable raises ``TaskAwaitingInput`` itself (:func:`park`); this
@@ -64,7 +63,7 @@ class VerifiedStepOperator(PythonOperator):
 def gate(context: Mapping[str, Any], frozen: Any) -> Any:
     """The run's approval gate when this task can park for it (``None``: fail as before).
 
-    A task built before the policy had an approval (a plain ``PythonOperator``)
+    A task built before the policy had an approval (a plain ``ConvoyPythonOperator``)
     could not be resumed, so it does not park.
     """
     approval = getattr(getattr(frozen, "plan", None), "approval", None)

@@ -423,14 +423,15 @@ class ConvoyExtractor(PythonExtractor):
 
     Registered for ``PythonOperator`` (it replaces the provider's
     ``PythonExtractor``, which it extends: other tasks get exactly what they
-    got before), convoy's ``VerifiedStepOperator`` (a ``PythonOperator``)
-    and its rollout/revert pod operators.
+    got before), convoy's ``ConvoyPythonOperator`` and ``VerifiedStepOperator``
+    (``PythonOperator`` s) and its rollout/revert pod operators.
     """
 
     @classmethod
     def get_operator_classnames(cls) -> list[str]:
         return [
             "PythonOperator",
+            "ConvoyPythonOperator",
             "VerifiedStepOperator",
             "RolloutPodOperator",
             "RevertPodOperator",
