@@ -93,3 +93,17 @@ def test_assignments_after_construction_behave_as_airflows(cls: type[BaseOperato
 
 def test_converters_are_known_per_class() -> None:
     assert {"_dag", "retries", "retry_delay", "max_retry_delay"} <= Cheap._convoy_converted
+
+
+def test_convoys_python_operator_is_airflows_with_the_same_state() -> None:
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    from convoy.airflow.cheap_setattr import ConvoyPythonOperator
+
+    built = []
+    for cls in (PythonOperator, ConvoyPythonOperator):
+        with DAG("p", schedule=None, default_args={"retries": 2}):
+            built.append(cls(task_id="t", python_callable=print, op_kwargs={"a": [1]}, **KWARGS))
+    airflows, convoys = built
+    assert isinstance(convoys, PythonOperator)
+    assert _state(convoys) == _state(airflows)
