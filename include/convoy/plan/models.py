@@ -152,24 +152,29 @@ def _plain(value: Any) -> Any:
     """What ``json.loads(json.dumps(asdict(value), sort_keys=True))`` gives, in one walk.
 
     JSON has no tuples, so the shape is explicit and stable: lists, and
-    mappings with sorted string keys. Every DAG file parse computes the digest
-    of every plan, and ``asdict`` deep-copies each leaf before the round trip
-    turns the copies into JSON text and back.
+    mappings with sorted string keys. ``asdict`` would deep-copy each leaf
+    before the round trip turns the copies into JSON text and back.
     """
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
-    names = _FIELDS.get(type(value))
-    if names is None and is_dataclass(value) and not isinstance(value, type):
-        names = _FIELDS[type(value)] = tuple(f.name for f in fields(value))
+    names = _field_names(value)
     if names is not None:
-        return {name: _plain(getattr(value, name)) for name in sorted(names)}
+        return {name: _plain(getattr(value, name)) for name in names}
     if isinstance(value, dict):
         items = ((k if isinstance(k, str) else json.dumps(k), v) for k, v in value.items())
         return {k: _plain(v) for k, v in sorted(items)}
     return value
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+def _field_names(value: Any) -> tuple[str, ...] | None:
+    """The field names of a dataclass instance, sorted as JSON's ``sort_keys`` sorts them."""
+    names = _SORTED_FIELDS.get(type(value))
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _SORTED_FIELDS[type(value)] = tuple(sorted(f.name for f in fields(value)))
+    return names
+
+
+_SORTED_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def compute_digest(plan: Plan) -> str:
@@ -191,12 +196,9 @@ def canonical_json(plan: Plan) -> str:
 
 
 def _write_fields(value: Any, out: list[str], skip: Collection[str] = ()) -> None:
-    names = _SORTED_FIELDS.get(type(value))
-    if names is None:
-        names = _SORTED_FIELDS[type(value)] = tuple(sorted(f.name for f in fields(value)))
     out.append("{")
     first = True
-    for name in names:
+    for name in _field_names(value) or ():
         if name in skip:
             continue
         if not first:
@@ -206,10 +208,6 @@ def _write_fields(value: Any, out: list[str], skip: Collection[str] = ()) -> Non
         out.append(":")
         _write(getattr(value, name), out)
     out.append("}")
-
-
-#: Field names of each plan dataclass, sorted as JSON's ``sort_keys`` sorts them.
-_SORTED_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _write(value: Any, out: list[str]) -> None:
@@ -227,7 +225,7 @@ def _write(value: Any, out: list[str]) -> None:
                 out.append(",")
             _write(item, out)
         out.append("]")
-    elif kind in _SORTED_FIELDS or (is_dataclass(value) and not isinstance(value, type)):
+    elif _field_names(value) is not None:
         _write_fields(value, out)
     elif isinstance(value, str):
         out.append(_json_str(value))
