@@ -10,17 +10,16 @@ then names the task's DAG, and only that policy is loaded and built.
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from airflow.sdk import get_parsing_context
 
-# convoy's modules are imported with the collector paused, as the DAGs are built
-# (convoy.airflow.registry): a full collection set off by the imports walks
-# every object Airflow has made so far and finds next to nothing.
-_collecting = gc.isenabled()
-gc.disable()
-try:
+from convoy.airflow.collector import collector_paused
+
+# convoy's modules are imported with the collector paused too, as the DAGs are
+# built: a full collection set off by the imports walks every object Airflow
+# has made so far and finds next to nothing.
+with collector_paused():
     from convoy.airflow import policies_dir, register_policies
 
     globals().update(
@@ -29,6 +28,3 @@ try:
             dag_id=get_parsing_context().dag_id,
         )
     )
-finally:
-    if _collecting:
-        gc.enable()

@@ -23,8 +23,7 @@ import gc
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 from airflow.providers.standard.operators.python import PythonOperator
@@ -32,6 +31,7 @@ from airflow.sdk import DAG, get_parsing_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from convoy.airflow import config, drift
+from convoy.airflow.collector import collector_paused
 from convoy.airflow.dag_builder import build_dag
 from convoy.policy import PolicyError, declared_name, discover_policies, load_policy
 from convoy.policy.cache import ParseCache
@@ -143,7 +143,7 @@ def register_policies(directory: str | Path, *, dag_id: str | None = None) -> di
         dag_id = get_parsing_context().dag_id
     paths = policy_files(directory, dag_id)
     cache = _open_cache(directory)
-    with _collector_paused():
+    with collector_paused():
         dags = _register(paths, cache)
         _keep_out_of_collections(dags)
     if cache is not None:
@@ -159,25 +159,6 @@ def register_policies(directory: str | Path, *, dag_id: str | None = None) -> di
     if dag_id is not None and dag_id in dags and len(dags) > 1:
         return {dag_id: dags[dag_id]}
     return dags
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while the DAGs are built.
-
-    Building a thousand DAGs keeps every operator alive, and each full
-    collection walks all of them again without finding garbage: about a quarter
-    of the parse (measured: about 120 objects freed afterwards, the same peak
-    memory; ``benchmarks/RESULTS.md``). Reference counting still frees
-    everything else at once; the collector runs again as soon as it is resumed.
-    """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 #: Tasks built above which the build leaves the collector's generations (about 80 policies
