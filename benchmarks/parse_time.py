@@ -368,39 +368,31 @@ def main(argv: list[str] | None = None) -> str:
         if not args.no_dagfactory:
             variants["dag-factory"] = Variant("dagfactory", targets["dagfactory"])
         measured = measure_rounds(variants, args.repeat)
-        c, cold, fl = measured["convoy"], measured["cold"], measured["floor"]
-        light, paused, task = (
-            measured["light floor"],
-            measured["light floor, GC paused"],
-            measured["task"],
-        )
-        f: dict[str, object] = measured.get("dag-factory", {})
-        results = [
-            (name, result, 1 if name == "task" else count) for name, result in measured.items()
-        ]
-        for name, result, dags in results:
-            if result["errors"] or result["dags"] != dags:
+        for name, result in measured.items():
+            if result["errors"] or result["dags"] != (1 if name == "task" else count):
                 raise SystemExit(f"{name} at {count} policies: {result}")
+        c, fl = measured["convoy"], measured["floor"]
         if c["tasks_per_dag"] != fl["tasks_per_dag"]:
             raise SystemExit(f"floor shape {fl['tasks_per_dag']} != convoy {c['tasks_per_dag']}")
-        pairs = (("c", c), ("cold", cold), ("fl", fl), ("l", light), ("p", paused), ("t", task))
-        seconds = {k: float(v["seconds"]) for k, v in pairs}  # type: ignore[arg-type]
-        cpu = {k: float(v["cpu"]) for k, v in pairs}  # type: ignore[arg-type]
+        seconds = {k: float(v["seconds"]) for k, v in measured.items()}  # type: ignore[arg-type]
+        cpu = {k: float(v["cpu"]) for k, v in measured.items()}  # type: ignore[arg-type]
+        f = measured.get("dag-factory")
         factory = (
-            f"| {float(f['seconds']):.2f} | {f['dags']} ({f['tasks_per_dag']}) "  # type: ignore[arg-type]
-            f"| {float(f['seconds']) / seconds['c']:.2f} "  # type: ignore[arg-type]
-            f"| {float(f['cpu']) / cpu['c']:.2f} "  # type: ignore[arg-type]
-            f"| {float(f['seconds']) / seconds['cold']:.2f} |"  # type: ignore[arg-type]
+            f"| {seconds['dag-factory']:.2f} | {f['dags']} ({f['tasks_per_dag']}) "
+            f"| {seconds['dag-factory'] / seconds['convoy']:.2f} "
+            f"| {cpu['dag-factory'] / cpu['convoy']:.2f} "
+            f"| {seconds['dag-factory'] / seconds['cold']:.2f} |"
             if f
             else "| not measured | | | | |"
         )
+        light, paused = seconds["light floor"], seconds["light floor, GC paused"]
         rows.append(
-            f"| {count} | {seconds['c']:.2f} | {seconds['cold']:.2f} | {seconds['fl']:.2f} "
-            f"| {seconds['c'] / seconds['fl']:.2f} | {cpu['c'] / cpu['fl']:.2f} "
-            f"| {seconds['cold'] / seconds['fl']:.2f} "
-            f"| {seconds['l']:.2f} | {seconds['c'] / seconds['l']:.2f} "
-            f"| {seconds['p']:.2f} | {seconds['c'] / seconds['p']:.2f} "
-            f"| {seconds['t']:.3f} | {c['dags']} ({c['tasks_per_dag']}) {factory}"
+            f"| {count} | {seconds['convoy']:.2f} | {seconds['cold']:.2f} "
+            f"| {seconds['floor']:.2f} | {seconds['convoy'] / seconds['floor']:.2f} "
+            f"| {cpu['convoy'] / cpu['floor']:.2f} | {seconds['cold'] / seconds['floor']:.2f} "
+            f"| {light:.2f} | {seconds['convoy'] / light:.2f} "
+            f"| {paused:.2f} | {seconds['convoy'] / paused:.2f} "
+            f"| {seconds['task']:.3f} | {c['dags']} ({c['tasks_per_dag']}) {factory}"
         )
         print(rows[-1], flush=True)
         loads.append(os.getloadavg()[0])
