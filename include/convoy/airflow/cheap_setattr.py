@@ -4,11 +4,11 @@ Airflow's ``BaseOperator.__setattr__`` formats ``_convert_<name>`` and
 looks it up through the whole class hierarchy on every assignment, in vain
 for almost every name, and ``BaseOperator.__init__`` assigns about 65
 attributes: a fifth of what building a plain operator costs, paid for every
-pod step of every policy at each parse of the DAG file. The
+task of every policy at each parse of the DAG file. The
 class here knows its converters once, from the class, and does the rest as
 Airflow does: converts, keeps the init-kwargs record and the XComArg
 dependencies of template fields.
-``tests/airflow/test_cheap_setattr.py`` checks that an operator built
+``tests/unit/airflow/test_cheap_setattr.py`` checks that an operator built
 through this mixin ends up as Airflow's own.
 """
 
